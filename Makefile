@@ -1,0 +1,60 @@
+# tomo: the two commands are `make run` and `make test`; everything else is set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export OMP_WAIT_POLICY ?= passive
+# Build llama.cpp for this machine's CPU; pip keeps the built wheel in its cache.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: run test install install-test lint typecheck imports pytest bench clean help
+
+help:
+	@echo "make run    set up everything and start tomo (terminal chat, or the configured platforms)"
+	@echo "make test   set up everything plus test tools; run lint, type checks and all tests"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The first install compiles llama-cpp-python (about 10 minutes on 2 cores).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing tomo; the first time, llama.cpp is compiled (about 10 minutes)..."
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/tomo migrate
+	$(BIN)/tomo run
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-test
+	$(BIN)/mypy
+
+imports: install-test
+	$(BIN)/lint-imports
+
+# Postgres (with pgvector) is started by the test session itself from the pip package
+# pgserver; see tests/conftest.py.
+pytest: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck imports pytest
+
+bench: install
+	$(BIN)/tomo bench pipeline --stub-llm
+	$(BIN)/tomo bench model
+	$(BIN)/tomo bench startup
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

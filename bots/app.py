@@ -1,0 +1,158 @@
+"""The composition root: settings -> concrete ports -> Brain + adapters.
+
+Only this module wires concrete classes together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+
+from bots.settings import Settings
+from brain.clock import SystemClock
+from brain.errors import AlreadyRunningError, ConfigError
+from brain.mind import Brain, BrainConfig
+from brain.persona.card import PersonaCard, default_card_text
+from brain.ports import LanguageModel
+from storage.migrate import upgrade
+from storage.sql import SqlMemoryStore
+
+log = logging.getLogger(__name__)
+
+
+def load_persona(path: Path | None) -> PersonaCard:
+    """The persona card at `path`, or the one shipped in the package."""
+    where = str(path) if path else "the bundled persona"
+    try:
+        text = path.read_text("utf-8") if path else default_card_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the persona card {path} ({exc.strerror}): fix TOMO_PERSONA."
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"The persona card {path} is not UTF-8 text: fix TOMO_PERSONA.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"The persona card {where} is not valid YAML ({exc}). Fix TOMO_PERSONA."
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The persona card {where} must be a YAML mapping (name: ..., ...).")
+    try:
+        return PersonaCard.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"The persona card {where} is invalid: {problems}.") from None
+
+
+def build_model(settings: Settings) -> LanguageModel:
+    llm = settings.llm
+    if llm.backend == "stub":
+        from brain.llm.stub import StubModel
+
+        return StubModel()
+    if llm.backend == "openai":
+        from brain.llm.openai_compat import OpenAICompatModel
+
+        if not llm.base_url or not llm.model:
+            raise ConfigError(
+                "TOMO_LLM__BACKEND=openai needs TOMO_LLM__BASE_URL (e.g. http://127.0.0.1:8000/v1) "
+                "and TOMO_LLM__MODEL."
+            )
+        return OpenAICompatModel(
+            base_url=llm.base_url,
+            model=llm.model,
+            api_key=llm.api_key.get_secret_value() if llm.api_key else None,
+        )
+    from brain.llm.llamacpp import LlamaCppModel
+
+    return LlamaCppModel(
+        model_path=llm.model_path,
+        lora_path=llm.lora_path,
+        n_ctx=llm.n_ctx,
+        n_threads=llm.n_threads,
+    )
+
+
+def brain_config(settings: Settings) -> BrainConfig:
+    mem = settings.memory
+    return BrainConfig(
+        window_messages=mem.window_messages,
+        max_message_chars=mem.max_message_chars,
+        max_prompt_chars=mem.max_prompt_chars,
+        max_reply_tokens=settings.llm.max_reply_tokens,
+        temperature=settings.llm.temperature,
+        conversation_gap=timedelta(hours=mem.conversation_gap_hours),
+    )
+
+
+@contextmanager
+def hold_data_dir(data_dir: Path) -> Iterator[None]:
+    """One tomo process per data directory (SQLite, history and blobs live there)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot create the data folder {data_dir} ({exc.strerror}): set TOMO_DATA_DIR."
+        ) from None
+    lock = FileLock(str(data_dir / "tomo.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise AlreadyRunningError(
+            f"Another tomo is already running on {data_dir}. Close it first, or give this one "
+            "its own TOMO_DATA_DIR."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot lock the data folder {data_dir} ({exc.strerror}): set TOMO_DATA_DIR."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+async def migrate(settings: Settings) -> str | None:
+    return await asyncio.to_thread(upgrade, settings.effective_database_url)
+
+
+@dataclass
+class App:
+    settings: Settings
+    persona: PersonaCard
+    store: SqlMemoryStore
+    model: LanguageModel
+    brain: Brain
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+        await self.store.aclose()
+
+
+async def build_app(settings: Settings, *, model: LanguageModel | None = None) -> App:
+    """Migrate the database and build the brain on the configured ports."""
+    persona = load_persona(settings.persona)
+    await migrate(settings)
+    store = SqlMemoryStore(settings.effective_database_url)
+    the_model = model or build_model(settings)
+    brain = Brain(
+        store=store,
+        model=the_model,
+        persona=persona,
+        clock=SystemClock(),
+        config=brain_config(settings),
+    )
+    return App(settings=settings, persona=persona, store=store, model=the_model, brain=brain)

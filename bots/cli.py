@@ -1,0 +1,160 @@
+"""The `tomo` command: run, chat, migrate, config, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+# Before anything can load llama.cpp: spinning OpenMP threads collapse on a busy box.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import typer
+from pydantic import ValidationError
+
+from bots.settings import Settings, masked
+from brain.errors import ConfigError, TomoError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="tomo",
+    help=(
+        "tomo: a self-hosted companion with long-term memory. Configure it with TOMO_* "
+        "environment variables or a tomo.toml file (see `tomo config`)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print figures (medians of repeated runs).")
+app.add_typer(bench_app, name="bench")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TOMO_{'__'.join(str(p).upper() for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"Bad configuration: {problems}") from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@app.command()
+def chat(
+    name: Annotated[
+        str | None, typer.Option(help="Your name in the chat (default: your login name).")
+    ] = None,
+) -> None:
+    """Chat with tomo in the terminal (the embedded defaults: local model, SQLite)."""
+    from bots.runner import run_console
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    _run(run_console(settings, user_name=name or _login_name()))
+
+
+@app.command()
+def run() -> None:
+    """Start every configured platform; the terminal chat when none is configured."""
+    from bots.runner import run_console, run_platforms
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    if settings.configured_platforms():
+        _run(run_platforms(settings))
+    else:
+        _run(run_console(settings, user_name=_login_name()))
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (SQLite or Postgres)."""
+    from bots.app import migrate as do_migrate
+    from storage.db import safe_url
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    revision = _run(do_migrate(settings))
+    typer.echo(f"database {safe_url(settings.effective_database_url)} is at revision {revision}")
+
+
+@app.command()
+def config() -> None:
+    """Print the effective configuration (secrets masked) as JSON."""
+    settings = load_settings()
+    typer.echo(json.dumps(masked(settings), indent=2))
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    stub_llm: Annotated[
+        bool, typer.Option("--stub-llm/--real-llm", help="Use an instant stub model.")
+    ] = True,
+    messages: Annotated[int, typer.Option(min=1, help="Messages per run.")] = 200,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 5,
+) -> None:
+    """The brain's own overhead per message (SQLite in a temporary folder)."""
+    from bots.bench import pipeline_overhead
+
+    _run(pipeline_overhead(stub_llm=stub_llm, messages=messages, repeats=repeats))
+
+
+@bench_app.command("model")
+def bench_model(
+    tokens: Annotated[int, typer.Option(min=8, help="Tokens to generate per run.")] = 128,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each; medians reported.")] = 5,
+    threads: Annotated[int, typer.Option(min=1, help="llama.cpp threads.")] = 1,
+) -> None:
+    """Tokens/s of the bundled model through tomo versus llama-cpp-python directly."""
+    from bots.bench import model_throughput
+
+    _run(model_throughput(tokens=tokens, repeats=repeats, threads=threads))
+
+
+@bench_app.command("startup")
+def bench_startup(
+    repeats: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 5,
+) -> None:
+    """Seconds from starting `tomo chat` to its first prompt."""
+    from bots.bench import startup_time
+
+    startup_time(repeats=repeats)
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "you"
+
+
+def main() -> None:
+    try:
+        app()
+    except TomoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+        raise SystemExit(130) from None

@@ -1,0 +1,139 @@
+"""Settings: environment (TOMO_ prefix, nested with __) and an optional tomo.toml.
+
+Built once at the entry point (bots/app.py) and passed down. Secrets are SecretStr and
+are never logged; `tomo config` prints them masked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("tomo", appauthor=False))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMSettings(_Section):
+    # llamacpp: a local GGUF; openai: any OpenAI-compatible server; stub: an instant
+    # echo model for trying adapters and for tests (no model at all).
+    backend: Literal["llamacpp", "openai", "stub"] = "llamacpp"
+    model_path: Path | None = None  # a GGUF file; unset: the bundled SmolLM2
+    lora_path: Path | None = None  # a GGUF LoRA adapter for llama.cpp
+    base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1
+    model: str | None = None  # model name on that server
+    api_key: SecretStr | None = None
+    n_ctx: int = Field(default=2048, ge=256)
+    n_threads: int = Field(default=2, ge=1)
+    max_reply_tokens: int = Field(default=200, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+class TelegramSettings(_Section):
+    token: SecretStr | None = None
+    api_base: str = "https://api.telegram.org"
+    webhook_url: str | None = None
+
+
+class DiscordSettings(_Section):
+    token: SecretStr | None = None
+    api_base: str = "https://discord.com/api/v10"
+    gateway_url: str | None = None
+    guild_ids: list[int] = Field(default_factory=list)
+
+
+class QQSettings(_Section):
+    onebot_url: str | None = None
+    access_token: SecretStr | None = None
+
+
+class MemorySettings(_Section):
+    window_messages: int = Field(default=20, ge=1)
+    conversation_gap_hours: float = Field(default=8.0, gt=0)
+    max_message_chars: int = Field(default=2000, ge=100)
+    max_prompt_chars: int = Field(default=6000, ge=500)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOMO_",
+        env_nested_delimiter="__",
+        toml_file="tomo.toml",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None  # unset: a SQLite file in the data dir
+    redis_url: SecretStr | None = None  # unset: everything in one process
+    persona: Path | None = None  # a persona card (YAML); unset: the bundled one
+    log_level: str = "WARNING"
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    qq: QQSettings = Field(default_factory=QQSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'tomo.db'}"
+
+    def configured_platforms(self) -> list[str]:
+        found = []
+        if self.telegram.token is not None:
+            found.append("telegram")
+        if self.discord.token is not None:
+            found.append("discord")
+        if self.qq.onebot_url:
+            found.append("qq")
+        return found
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets shown as '**********'."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["database_url"] = _mask_url(settings.effective_database_url)
+    return data
+
+
+def _mask_url(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":**********@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,1 @@
+"""tomo's brain: the platform-free domain (messages, ports, the pipeline, memory)."""

@@ -1,0 +1,1 @@
+"""Language model backends: llama.cpp (embedded default), OpenAI-compatible, stub."""

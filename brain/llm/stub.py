@@ -1,0 +1,54 @@
+"""StubModel: a deterministic, instant LanguageModel for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from brain.ports import ChatTurn
+
+
+class StubModel:
+    """Answers `"{prefix}{last user message}"` at once; remembers the prompts it saw."""
+
+    def __init__(self, *, prefix: str = "You said: ", json_answer: Mapping[str, Any] | None = None):
+        self.prefix = prefix
+        self.json_answer = dict(json_answer or {})
+        self.prompts: list[list[ChatTurn]] = []
+
+    @property
+    def name(self) -> str:
+        return "stub"
+
+    def _answer(self, turns: Sequence[ChatTurn]) -> str:
+        self.prompts.append(list(turns))
+        last = next((t.content for t in reversed(turns) if t.role == "user"), "")
+        return f"{self.prefix}{last[:200]}"
+
+    async def complete(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        max_tokens: int,
+        temperature: float = 0.7,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> str:
+        answer = self._answer(turns)
+        if json_schema is not None:
+            return json.dumps(self.json_answer)
+        return answer
+
+    async def stream(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        max_tokens: int,
+        temperature: float = 0.7,
+    ) -> AsyncIterator[str]:
+        words = self._answer(turns).split(" ")
+        for i, word in enumerate(words):
+            yield word if i == 0 else " " + word
+
+    async def aclose(self) -> None:
+        return None

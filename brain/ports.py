@@ -1,0 +1,179 @@
+"""The ports: small Protocols the brain needs from the outside world.
+
+Each port has an in-memory and a real implementation, and one contract suite in
+tests/contract runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from brain.messages import ChatRef, PersonRef, Segment
+
+Role = Literal["system", "user", "assistant"]
+TokenSink = Callable[[str], Awaitable[None]]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChatTurn(_Frozen):
+    """One message of a prompt, in chat-template form."""
+
+    role: Role
+    content: str
+
+
+class Person(_Frozen):
+    """A tomo person: one human, possibly with accounts on several platforms."""
+
+    id: int
+    display_name: str
+    first_seen_at: datetime
+
+
+class NewMessage(_Frozen):
+    """An L0 message about to be stored. `author` is None for the bot's own messages."""
+
+    chat: ChatRef
+    author: Person | None
+    role: Literal["user", "assistant"]
+    platform_message_id: str | None
+    text: str
+    segments: tuple[Segment, ...] = ()
+    sent_at: datetime
+    answers_id: int | None = None
+
+
+class StoredMessage(_Frozen):
+    """An L0 message as stored: never edited, with who said it, where and when."""
+
+    id: int
+    chat: ChatRef
+    author_id: int | None
+    author_name: str
+    role: Literal["user", "assistant"]
+    platform_message_id: str | None
+    text: str
+    segments: tuple[Segment, ...] = ()
+    sent_at: datetime
+    answers_id: int | None = None
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """A chat model. `complete` may be asked for JSON that follows a schema."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def complete(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        max_tokens: int,
+        temperature: float = 0.7,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> str: ...
+
+    def stream(
+        self,
+        turns: Sequence[ChatTurn],
+        *,
+        max_tokens: int,
+        temperature: float = 0.7,
+    ) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    dims: int
+
+    async def embed(
+        self, texts: Sequence[str], *, kind: Literal["query", "passage"]
+    ) -> npt.NDArray[np.float32]: ...
+
+
+@runtime_checkable
+class SpeechToText(Protocol):
+    async def transcribe(self, audio: bytes, *, mime: str, language: str | None = None) -> str: ...
+
+
+@runtime_checkable
+class TextToSpeech(Protocol):
+    async def synthesize(self, text: str) -> bytes:
+        """Speak `text`; returns OGG/Opus bytes."""
+        ...
+
+
+@runtime_checkable
+class StickerRenderer(Protocol):
+    async def render(self, emotion: str, *, accessories: Sequence[str] = ()) -> bytes:
+        """A 512x512 transparent WEBP of the avatar showing `emotion`."""
+        ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    async def put(self, data: bytes, *, mime: str) -> str: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class Bus(Protocol):
+    async def publish(self, topic: str, payload: bytes) -> None: ...
+
+    def subscribe(self, topic: str) -> AsyncIterator[bytes]: ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    """Where L0 messages, people and chats live (SQLite or Postgres)."""
+
+    async def resolve_person(self, ref: PersonRef, *, seen_at: datetime) -> Person: ...
+
+    async def add_message(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        """Store a message; returns it and whether it was new.
+
+        A user message is keyed by (chat, platform message id): storing it twice
+        returns the first copy and False.
+        """
+        ...
+
+    async def answer_to(self, message_id: int) -> StoredMessage | None:
+        """The bot's stored reply to message `message_id`, if there is one."""
+        ...
+
+    async def recent_messages(
+        self, chat: ChatRef, *, limit: int, since: datetime | None = None
+    ) -> list[StoredMessage]:
+        """The last `limit` messages of a chat (oldest first), optionally after `since`."""
+        ...
+
+    async def conversation_start(
+        self, chat: ChatRef, *, now: datetime, idle_gap: timedelta
+    ) -> datetime:
+        """When the current conversation in `chat` began: the first message after the
+        last silence longer than `idle_gap` (or `now` if the chat is new)."""
+        ...
+
+    async def count_messages(self, chat: ChatRef | None = None) -> int: ...
+
+    async def aclose(self) -> None: ...

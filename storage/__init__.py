@@ -1,0 +1,1 @@
+"""tomo's storage: SQLModel tables, repositories and migrations (SQLite and Postgres)."""

@@ -1,0 +1,125 @@
+"""Engines, database URLs and the translation of driver errors into StorageError."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from brain.errors import StorageError
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def async_url(url: str) -> str:
+    """Map a user-facing URL onto the async driver tomo uses."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise StorageError(
+        f"Unsupported database {backend!r} in TOMO_DATABASE_URL: use sqlite or postgresql."
+    )
+
+
+def sync_url(url: str) -> str:
+    """The same database through a blocking driver (for Alembic)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise StorageError(
+        f"Unsupported database {backend!r} in TOMO_DATABASE_URL: use sqlite or postgresql."
+    )
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    database = parsed.database
+    if parsed.query.get("uri") and database.startswith("file:"):
+        database = database.removeprefix("file:")
+    return Path(database)
+
+
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return on_connect
+
+
+def create_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
+    aurl = async_url(url)
+    path = sqlite_path(aurl)
+    if path is not None and not path.parent.exists():
+        raise StorageError(
+            f"The database folder {path.parent} does not exist: create it or change "
+            "TOMO_DATA_DIR / TOMO_DATABASE_URL."
+        )
+    engine = create_async_engine(aurl, pool_pre_ping=path is None)
+    if make_url(aurl).get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+    return engine
+
+
+_SECRETS = re.compile(r"(password=)\S+|(://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
+
+
+def _scrub(text: str) -> str:
+    return _SECRETS.sub(
+        lambda m: (m.group(1) or m.group(2)) + "***" + ("" if m.group(1) else "@"), text
+    )
+
+
+def translate(exc: SQLAlchemyError, *, url: str) -> StorageError:
+    """A clear StorageError for a driver error; no secrets, no traceback text."""
+    where = safe_url(url)
+    path = sqlite_path(url)
+    detail = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0]
+    low = detail.lower()
+    if "readonly" in low or "read-only" in low:
+        return StorageError(
+            f"The database {path or where} is read-only, so nothing new can be saved. "
+            "Fix the file's permissions or point TOMO_DATA_DIR somewhere writable."
+        )
+    if "database is locked" in low:
+        return StorageError(
+            f"The database {path or where} is locked by another process. Close the other "
+            "tomo (or whatever holds it) and try again; nothing was lost."
+        )
+    if "unable to open" in low:
+        return StorageError(
+            f"Cannot open the database file {path or where}: check that the folder exists "
+            "and is writable, or change TOMO_DATA_DIR / TOMO_DATABASE_URL."
+        )
+    if isinstance(exc, OperationalError) and path is None:
+        return StorageError(
+            f"The database at {where} is not reachable ({_scrub(detail)}). Is it running? "
+            "Check TOMO_DATABASE_URL."
+        )
+    return StorageError(f"Database error on {where}: {_scrub(detail)}")

@@ -1,0 +1,261 @@
+"""SqlMemoryStore: the MemoryStore port on SQLite (aiosqlite) or Postgres (psycopg)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from pydantic import TypeAdapter
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from brain.messages import ChatRef, PersonRef, Segment
+from brain.ports import NewMessage, Person, StoredMessage
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, translate
+from storage.tables import AccountRow, ChatRow, MessageRow, PersonRow
+
+T = TypeVar("T")
+
+_SEGMENTS: TypeAdapter[tuple[Segment, ...]] = TypeAdapter(tuple[Segment, ...])
+
+# How far back conversation_start looks for the last silence.
+_CONVERSATION_SCAN = 1000
+
+
+class SqlMemoryStore:
+    """L0 messages, people and chats in one SQL database."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        engine: AsyncEngine | None = None,
+        busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    ) -> None:
+        self.url = url
+        self.engine = engine or create_engine(url, busy_timeout_ms=busy_timeout_ms)
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                yield session
+        except IntegrityError:
+            raise  # a lost race on a unique key: the caller reads the winner back
+        except SQLAlchemyError as exc:
+            raise translate(exc, url=self.url) from None
+
+    async def _retry_on_conflict(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt`; after a unique-key race, run it again to read the winner."""
+        for _ in range(3):
+            try:
+                return await attempt()
+            except IntegrityError:
+                continue
+        try:
+            return await attempt()
+        except IntegrityError as exc:
+            raise translate(exc, url=self.url) from None
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    # people -------------------------------------------------------------------------
+
+    async def resolve_person(self, ref: PersonRef, *, seen_at: datetime) -> Person:
+        return await self._retry_on_conflict(
+            lambda: self._resolve_person_once(ref, seen_at=seen_at)
+        )
+
+    async def _resolve_person_once(self, ref: PersonRef, *, seen_at: datetime) -> Person:
+        async with self._session() as s:
+            found = (
+                await s.exec(
+                    select(AccountRow, PersonRow)
+                    .join(PersonRow, col(PersonRow.id) == col(AccountRow.person_id))
+                    .where(AccountRow.platform == ref.platform, AccountRow.user_id == ref.user_id)
+                )
+            ).first()
+            if found is not None:
+                account, person = found
+                if account.display_name != ref.display_name:
+                    account.display_name = ref.display_name
+                    person.display_name = ref.display_name
+                    s.add(account)
+                    s.add(person)
+                    await s.commit()
+                return _person(person)
+            person = PersonRow(display_name=ref.display_name, first_seen_at=seen_at)
+            s.add(person)
+            await s.flush()
+            assert person.id is not None
+            s.add(
+                AccountRow(
+                    person_id=person.id,
+                    platform=ref.platform,
+                    user_id=ref.user_id,
+                    display_name=ref.display_name,
+                )
+            )
+            await s.commit()
+            return _person(person)
+
+    # chats and messages -------------------------------------------------------------
+
+    async def _chat_id(self, s: AsyncSession, chat: ChatRef, *, create: bool) -> int | None:
+        row = (
+            await s.exec(
+                select(ChatRow).where(
+                    ChatRow.platform == chat.platform, ChatRow.chat_id == chat.chat_id
+                )
+            )
+        ).first()
+        if row is not None:
+            return row.id
+        if not create:
+            return None
+        row = ChatRow(
+            platform=chat.platform, chat_id=chat.chat_id, kind=chat.kind, created_at=_now_utc()
+        )
+        s.add(row)
+        await s.flush()
+        return row.id
+
+    async def add_message(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        return await self._retry_on_conflict(lambda: self._add_message_once(message))
+
+    async def _add_message_once(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        async with self._session() as s:
+            chat_id = await self._chat_id(s, message.chat, create=True)
+            assert chat_id is not None
+            if message.platform_message_id is not None:
+                existing = (
+                    await s.exec(
+                        select(MessageRow).where(
+                            MessageRow.chat_id == chat_id,
+                            MessageRow.role == message.role,
+                            MessageRow.platform_message_id == message.platform_message_id,
+                        )
+                    )
+                ).first()
+                if existing is not None:
+                    return _stored(existing, message.chat), False
+            row = MessageRow(
+                chat_id=chat_id,
+                author_id=message.author.id if message.author else None,
+                author_name=message.author.display_name if message.author else "",
+                role=message.role,
+                platform_message_id=message.platform_message_id,
+                text=message.text,
+                segments_json=_SEGMENTS.dump_json(message.segments).decode(),
+                sent_at=message.sent_at,
+                answers_id=message.answers_id,
+            )
+            s.add(row)
+            await s.commit()
+            return _stored(row, message.chat), True
+
+    async def answer_to(self, message_id: int) -> StoredMessage | None:
+        async with self._session() as s:
+            found = (
+                await s.exec(
+                    select(MessageRow, ChatRow)
+                    .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
+                    .where(MessageRow.answers_id == message_id)
+                    .order_by(col(MessageRow.id))
+                )
+            ).first()
+            if found is None:
+                return None
+            row, chat = found
+            return _stored(row, _chat_ref(chat))
+
+    async def recent_messages(
+        self, chat: ChatRef, *, limit: int, since: datetime | None = None
+    ) -> list[StoredMessage]:
+        async with self._session() as s:
+            chat_id = await self._chat_id(s, chat, create=False)
+            if chat_id is None:
+                return []
+            query = select(MessageRow).where(MessageRow.chat_id == chat_id)
+            if since is not None:
+                query = query.where(col(MessageRow.sent_at) >= since)
+            rows = (
+                await s.exec(
+                    query.order_by(col(MessageRow.sent_at).desc(), col(MessageRow.id).desc()).limit(
+                        limit
+                    )
+                )
+            ).all()
+            return [_stored(r, chat) for r in reversed(rows)]
+
+    async def conversation_start(
+        self, chat: ChatRef, *, now: datetime, idle_gap: timedelta
+    ) -> datetime:
+        async with self._session() as s:
+            chat_id = await self._chat_id(s, chat, create=False)
+            if chat_id is None:
+                return now
+            times = (
+                await s.exec(
+                    select(MessageRow.sent_at)
+                    .where(MessageRow.chat_id == chat_id)
+                    .order_by(col(MessageRow.sent_at).desc())
+                    .limit(_CONVERSATION_SCAN)
+                )
+            ).all()
+        if not times or now - times[0] > idle_gap:
+            return now
+        start = times[0]
+        for earlier in times[1:]:
+            if start - earlier > idle_gap:
+                break
+            start = earlier
+        return start
+
+    async def count_messages(self, chat: ChatRef | None = None) -> int:
+        async with self._session() as s:
+            query = select(func.count()).select_from(MessageRow)
+            if chat is not None:
+                chat_id = await self._chat_id(s, chat, create=False)
+                if chat_id is None:
+                    return 0
+                query = query.where(MessageRow.chat_id == chat_id)
+            return int((await s.exec(query)).one())
+
+
+def _now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _person(row: PersonRow) -> Person:
+    assert row.id is not None
+    return Person(id=row.id, display_name=row.display_name, first_seen_at=row.first_seen_at)
+
+
+def _chat_ref(row: ChatRow) -> ChatRef:
+    return ChatRef.model_validate(
+        {"platform": row.platform, "chat_id": row.chat_id, "kind": row.kind}
+    )
+
+
+def _stored(row: MessageRow, chat: ChatRef) -> StoredMessage:
+    assert row.id is not None
+    role = "assistant" if row.role == "assistant" else "user"
+    return StoredMessage(
+        id=row.id,
+        chat=chat,
+        author_id=row.author_id,
+        author_name=row.author_name,
+        role=role,
+        platform_message_id=row.platform_message_id,
+        text=row.text,
+        segments=_SEGMENTS.validate_json(row.segments_json),
+        sent_at=row.sent_at,
+        answers_id=row.answers_id,
+    )

@@ -1,0 +1,97 @@
+"""SQLModel tables: people and their platform accounts, chats, L0 messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no zone; Postgres' timestamptz does. Both come back as aware UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use UTC-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class PersonRow(SQLModel, table=True):
+    __tablename__ = "person"
+
+    id: int | None = Field(default=None, primary_key=True)
+    display_name: str
+    first_seen_at: datetime = _utc_column()
+
+
+class AccountRow(SQLModel, table=True):
+    """A platform account of a person (Telegram user 42 is tomo person 7)."""
+
+    __tablename__ = "account"
+    __table_args__ = (UniqueConstraint("platform", "user_id", name="uq_account_platform_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    platform: str
+    user_id: str
+    display_name: str
+
+
+class ChatRow(SQLModel, table=True):
+    __tablename__ = "chat"
+    __table_args__ = (UniqueConstraint("platform", "chat_id", name="uq_chat_platform_chat"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    chat_id: str
+    kind: str
+    created_at: datetime = _utc_column()
+
+
+class MessageRow(SQLModel, table=True):
+    """L0: every message, who said it, where, when. Never edited."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("chat_id", "role", "platform_message_id", name="uq_message_platform_id"),
+        Index("ix_message_chat_sent", "chat_id", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id")
+    author_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    author_name: str
+    role: str
+    platform_message_id: str | None = None
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    segments_json: str = Field(sa_column=Column(Text, nullable=False))
+    sent_at: datetime = _utc_column()
+    answers_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+
+
+metadata = SQLModel.metadata
