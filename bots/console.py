@@ -117,6 +117,10 @@ class ConsoleChat:
         """Run `send` as a task that Ctrl-C (see `_on_sigint`) can stop alone."""
         task = asyncio.ensure_future(self.send(text))
         self._sending = task
+        # prompt_toolkit takes SIGINT over while it reads a line and hands it back to
+        # the default handler afterwards, so claim it again for every answer.
+        loop = asyncio.get_running_loop()
+        _add_sigint(loop, self._on_sigint)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:

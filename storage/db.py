@@ -68,6 +68,10 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        # WAL: readers never block the writer; NORMAL sync is durable across crashes of
+        # the process (a power cut may lose the last commits, never corrupt the file).
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
     return on_connect

@@ -39,6 +39,8 @@ class SqlMemoryStore:
     ) -> None:
         self.url = url
         self.engine = engine or create_engine(url, busy_timeout_ms=busy_timeout_ms)
+        # Chats are never deleted or renumbered, so their row ids can be remembered.
+        self._chat_ids: dict[ChatRef, int] = {}
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -108,6 +110,9 @@ class SqlMemoryStore:
     # chats and messages -------------------------------------------------------------
 
     async def _chat_id(self, s: AsyncSession, chat: ChatRef, *, create: bool) -> int | None:
+        known = self._chat_ids.get(chat)
+        if known is not None:
+            return known
         row = (
             await s.exec(
                 select(ChatRow).where(
@@ -116,6 +121,8 @@ class SqlMemoryStore:
             )
         ).first()
         if row is not None:
+            assert row.id is not None
+            self._chat_ids[chat] = row.id
             return row.id
         if not create:
             return None
@@ -124,7 +131,7 @@ class SqlMemoryStore:
         )
         s.add(row)
         await s.flush()
-        return row.id
+        return row.id  # cached once the transaction has committed (next lookup)
 
     async def add_message(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         return await self._retry_on_conflict(lambda: self._add_message_once(message))
