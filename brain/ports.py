@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Summary
 from brain.messages import ChatRef, PersonRef, Segment
 
 Role = Literal["system", "user", "assistant"]
@@ -177,3 +178,103 @@ class MemoryStore(Protocol):
     async def count_messages(self, chat: ChatRef | None = None) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+class ForgetReport(_Frozen):
+    """What a forget removed: memory ids and L0 message ids."""
+
+    memory_ids: tuple[int, ...] = ()
+    message_ids: tuple[int, ...] = ()
+
+
+@runtime_checkable
+class LongTermStore(Protocol):
+    """L1 memories, the recall index and L2 summaries (SQLite or Postgres)."""
+
+    # the recall index ------------------------------------------------------------
+    async def put_message_key(
+        self, message_id: int, *, scope: str, key: str, embedding: bytes | None
+    ) -> None:
+        """Set (or replace) the recall key of an L0 message."""
+        ...
+
+    async def index_entries(self, scope: str) -> list[IndexEntry]:
+        """Every recallable item of one scope: keyed messages and L1 memories."""
+        ...
+
+    # L1 memories -----------------------------------------------------------------
+    async def add_memory(self, memory: NewMemory) -> Memory: ...
+
+    async def update_memory(
+        self,
+        memory_id: int,
+        *,
+        text: str,
+        importance: float,
+        embedding: bytes | None,
+        reason: str,
+        at: datetime,
+        add_sources: Sequence[int] = (),
+    ) -> Memory:
+        """Change a memory; its previous text is kept in its history."""
+        ...
+
+    async def get_memory(self, memory_id: int) -> Memory | None: ...
+
+    async def memories_in_scope(self, scope: str) -> list[Memory]: ...
+
+    async def memories_about(self, person_id: int, *, offset: int, limit: int) -> list[Memory]: ...
+
+    async def count_memories_about(self, person_id: int) -> int: ...
+
+    async def memory_history(self, memory_id: int) -> list[MemoryVersion]: ...
+
+    async def mark_recalled(self, memory_ids: Sequence[int], *, at: datetime) -> None: ...
+
+    async def messages(self, message_ids: Sequence[int]) -> list[StoredMessage]:
+        """L0 messages by id (provenance), oldest first."""
+        ...
+
+    async def messages_after(
+        self, chat: ChatRef, *, after_id: int, limit: int
+    ) -> list[StoredMessage]: ...
+
+    async def messages_by(self, person_id: int) -> list[StoredMessage]:
+        """Everything a person said, anywhere (for their export)."""
+        ...
+
+    async def forget_memory(self, memory_id: int) -> ForgetReport:
+        """Delete a memory, its history, embedding and provenance links, and the L0
+        messages it came from (with their keys and the bot's replies to them)."""
+        ...
+
+    async def forget_person(self, person_id: int) -> ForgetReport:
+        """Delete everything said by or remembered about a person, and their profiles."""
+        ...
+
+    # L2 summaries ----------------------------------------------------------------
+    async def put_summary(
+        self, *, kind: str, subject: str, day: str = "", text: str, at: datetime
+    ) -> Summary:
+        """Add a new version of a summary (daily / profile / self)."""
+        ...
+
+    async def latest_summary(self, *, kind: str, subject: str, day: str = "") -> Summary | None: ...
+
+    async def summary_versions(self, *, kind: str, subject: str) -> list[Summary]: ...
+
+    async def delete_summaries(self, *, kind: str, subject: str) -> None: ...
+
+    # consolidation bookkeeping ----------------------------------------------------
+    async def consolidation_cursor(self, chat: ChatRef) -> int:
+        """The last message id consolidation took in for `chat` (0: none yet)."""
+        ...
+
+    async def set_consolidation_cursor(
+        self, chat: ChatRef, *, message_id: int, at: datetime
+    ) -> None: ...
+
+    async def chats_to_consolidate(self, *, quiet_since: datetime) -> list[ChatRef]:
+        """Chats with messages not yet consolidated whose last message is older than
+        `quiet_since`."""
+        ...

@@ -1,27 +1,19 @@
-"""SqlMemoryStore: the MemoryStore port on SQLite (aiosqlite) or Postgres (psycopg)."""
+"""SqlMemoryStore: the MemoryStore port (L0: people, chats, messages) on SQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
 
-from pydantic import TypeAdapter
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from brain.messages import ChatRef, PersonRef, Segment
+from brain.messages import ChatRef, PersonRef
 from brain.ports import NewMessage, Person, StoredMessage
-from storage.db import SQLITE_BUSY_TIMEOUT_MS, create_engine, translate
+from storage.database import SEGMENTS, Database, chat_ref, stored_message
+from storage.db import SQLITE_BUSY_TIMEOUT_MS
 from storage.tables import AccountRow, ChatRow, MessageRow, PersonRow
-
-T = TypeVar("T")
-
-_SEGMENTS: TypeAdapter[tuple[Segment, ...]] = TypeAdapter(tuple[Segment, ...])
 
 # How far back conversation_start looks for the last silence.
 _CONVERSATION_SCAN = 1000
@@ -34,43 +26,23 @@ class SqlMemoryStore:
         self,
         url: str,
         *,
-        engine: AsyncEngine | None = None,
+        database: Database | None = None,
         busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
     ) -> None:
+        self.db = database or Database(url, busy_timeout_ms=busy_timeout_ms)
         self.url = url
-        self.engine = engine or create_engine(url, busy_timeout_ms=busy_timeout_ms)
-        # Chats are never deleted or renumbered, so their row ids can be remembered.
-        self._chat_ids: dict[ChatRef, int] = {}
+        self.engine = self.db.engine
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session:
-                yield session
-        except IntegrityError:
-            raise  # a lost race on a unique key: the caller reads the winner back
-        except SQLAlchemyError as exc:
-            raise translate(exc, url=self.url) from None
-
-    async def _retry_on_conflict(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run `attempt`; after a unique-key race, run it again to read the winner."""
-        for _ in range(3):
-            try:
-                return await attempt()
-            except IntegrityError:
-                continue
-        try:
-            return await attempt()
-        except IntegrityError as exc:
-            raise translate(exc, url=self.url) from None
+    def _session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.db.session()
 
     async def aclose(self) -> None:
-        await self.engine.dispose()
+        await self.db.aclose()
 
     # people -------------------------------------------------------------------------
 
     async def resolve_person(self, ref: PersonRef, *, seen_at: datetime) -> Person:
-        return await self._retry_on_conflict(
+        return await self.db.retry_on_conflict(
             lambda: self._resolve_person_once(ref, seen_at=seen_at)
         )
 
@@ -110,31 +82,10 @@ class SqlMemoryStore:
     # chats and messages -------------------------------------------------------------
 
     async def _chat_id(self, s: AsyncSession, chat: ChatRef, *, create: bool) -> int | None:
-        known = self._chat_ids.get(chat)
-        if known is not None:
-            return known
-        row = (
-            await s.exec(
-                select(ChatRow).where(
-                    ChatRow.platform == chat.platform, ChatRow.chat_id == chat.chat_id
-                )
-            )
-        ).first()
-        if row is not None:
-            assert row.id is not None
-            self._chat_ids[chat] = row.id
-            return row.id
-        if not create:
-            return None
-        row = ChatRow(
-            platform=chat.platform, chat_id=chat.chat_id, kind=chat.kind, created_at=_now_utc()
-        )
-        s.add(row)
-        await s.flush()
-        return row.id  # cached once the transaction has committed (next lookup)
+        return await self.db.chat_id(s, chat, create=create)
 
     async def add_message(self, message: NewMessage) -> tuple[StoredMessage, bool]:
-        return await self._retry_on_conflict(lambda: self._add_message_once(message))
+        return await self.db.retry_on_conflict(lambda: self._add_message_once(message))
 
     async def _add_message_once(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         async with self._session() as s:
@@ -151,7 +102,7 @@ class SqlMemoryStore:
                     )
                 ).first()
                 if existing is not None:
-                    return _stored(existing, message.chat), False
+                    return stored_message(existing, message.chat), False
             row = MessageRow(
                 chat_id=chat_id,
                 author_id=message.author.id if message.author else None,
@@ -159,13 +110,13 @@ class SqlMemoryStore:
                 role=message.role,
                 platform_message_id=message.platform_message_id,
                 text=message.text,
-                segments_json=_SEGMENTS.dump_json(message.segments).decode(),
+                segments_json=SEGMENTS.dump_json(message.segments).decode(),
                 sent_at=message.sent_at,
                 answers_id=message.answers_id,
             )
             s.add(row)
             await s.commit()
-            return _stored(row, message.chat), True
+            return stored_message(row, message.chat), True
 
     async def answer_to(self, message_id: int) -> StoredMessage | None:
         async with self._session() as s:
@@ -180,7 +131,7 @@ class SqlMemoryStore:
             if found is None:
                 return None
             row, chat = found
-            return _stored(row, _chat_ref(chat))
+            return stored_message(row, chat_ref(chat))
 
     async def recent_messages(
         self, chat: ChatRef, *, limit: int, since: datetime | None = None
@@ -199,7 +150,7 @@ class SqlMemoryStore:
                     )
                 )
             ).all()
-            return [_stored(r, chat) for r in reversed(rows)]
+            return [stored_message(r, chat) for r in reversed(rows)]
 
     async def conversation_start(
         self, chat: ChatRef, *, now: datetime, idle_gap: timedelta
@@ -236,33 +187,6 @@ class SqlMemoryStore:
             return int((await s.exec(query)).one())
 
 
-def _now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def _person(row: PersonRow) -> Person:
     assert row.id is not None
     return Person(id=row.id, display_name=row.display_name, first_seen_at=row.first_seen_at)
-
-
-def _chat_ref(row: ChatRow) -> ChatRef:
-    return ChatRef.model_validate(
-        {"platform": row.platform, "chat_id": row.chat_id, "kind": row.kind}
-    )
-
-
-def _stored(row: MessageRow, chat: ChatRef) -> StoredMessage:
-    assert row.id is not None
-    role = "assistant" if row.role == "assistant" else "user"
-    return StoredMessage(
-        id=row.id,
-        chat=chat,
-        author_id=row.author_id,
-        author_name=row.author_name,
-        role=role,
-        platform_message_id=row.platform_message_id,
-        text=row.text,
-        segments=_SEGMENTS.validate_json(row.segments_json),
-        sent_at=row.sent_at,
-        answers_id=row.answers_id,
-    )

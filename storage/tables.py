@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -92,6 +92,101 @@ class MessageRow(SQLModel, table=True):
     segments_json: str = Field(sa_column=Column(Text, nullable=False))
     sent_at: datetime = _utc_column()
     answers_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+
+
+# --- long-term memory (L1, L2) and the recall index ------------------------------------
+
+
+class MessageKeyRow(SQLModel, table=True):
+    """The recall index entry of an L0 message: its context key and that key's embedding.
+
+    `scope` is where the message may be recalled ("dm:<person id>" or
+    "group:<platform>:<chat id>"); recall filters on it in the query.
+    """
+
+    __tablename__ = "message_key"
+
+    message_id: int = Field(foreign_key="message.id", primary_key=True)
+    scope: str = Field(index=True)
+    key_text: str = Field(sa_column=Column(Text, nullable=False))
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class MemoryRow(SQLModel, table=True):
+    """L1: a short, self-contained statement with provenance."""
+
+    __tablename__ = "memory"
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    importance: float = 0.5
+    created_at: datetime = _utc_column()
+    updated_at: datetime = _utc_column()
+    last_recalled_at: datetime | None = _utc_column(nullable=True)
+    recall_count: int = 0
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class MemoryAboutRow(SQLModel, table=True):
+    __tablename__ = "memory_about"
+
+    memory_id: int = Field(foreign_key="memory.id", primary_key=True)
+    person_id: int = Field(foreign_key="person.id", primary_key=True, index=True)
+
+
+class MemorySourceRow(SQLModel, table=True):
+    """Provenance: the L0 messages an L1 memory was derived from."""
+
+    __tablename__ = "memory_source"
+
+    memory_id: int = Field(foreign_key="memory.id", primary_key=True)
+    message_id: int = Field(foreign_key="message.id", primary_key=True, index=True)
+
+
+class MemoryVersionRow(SQLModel, table=True):
+    """Every change of a memory: the text it had before, and why it changed."""
+
+    __tablename__ = "memory_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    memory_id: int = Field(foreign_key="memory.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    importance: float
+    reason: str
+    changed_at: datetime = _utc_column()
+
+
+class SummaryRow(SQLModel, table=True):
+    """L2, versioned: a chat's daily summary, a person's profile, the self-concept.
+
+    kind = "daily" (subject = chat key, day = YYYY-MM-DD), "profile" (subject = person
+    id), "self" (subject = persona name). Each rewrite adds a version.
+    """
+
+    __tablename__ = "summary"
+    __table_args__ = (
+        UniqueConstraint("kind", "subject", "day", "version", name="uq_summary_version"),
+        Index("ix_summary_lookup", "kind", "subject", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    subject: str
+    day: str = ""
+    version: int
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _utc_column()
+
+
+class ConsolidationRow(SQLModel, table=True):
+    """How far consolidation has read each chat (the last message id it took in)."""
+
+    __tablename__ = "consolidation"
+
+    chat_id: int = Field(foreign_key="chat.id", primary_key=True)
+    through_message_id: int
+    at: datetime = _utc_column()
 
 
 metadata = SQLModel.metadata

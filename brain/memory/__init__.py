@@ -1,0 +1,1 @@
+"""Memory: scopes, the recall index (hybrid lexical + dense), L1 memories, L2 summaries."""

