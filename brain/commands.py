@@ -1,20 +1,38 @@
 """Commands (`/help`, `/memory ...`), parsed once for every platform.
 
 Adapters map their own command syntax (Telegram's `/cmd@bot`, Discord's slash
-commands, QQ's plain text) onto `parse_command`; the brain answers them.
+commands, QQ's plain text) onto `parse_command`; the brain answers them with
+`run_command`.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from brain.errors import TomoError
+from brain.memory.commands import memory_command
+from brain.memory.recall import Recall
+from brain.messages import ChatRef, Inbound, Reply, Segment, Text
+from brain.ports import BlobStore, Clock, LongTermStore, MemoryStore, Person
+
+log = logging.getLogger(__name__)
 
 HELP_TEXT = (
     "I'm a companion: just talk to me.\n"
     "Commands:\n"
     "  /help            this text\n"
+    "  /memory          what I remember about you: list, search, show, forget, export\n"
     "In the terminal chat, /quit leaves."
 )
+
+# Other names a command may be called by (the name a person types -> the command).
+ALIASES = {"记忆": "memory", "記憶": "memory"}
+
+# Slashes a command may start with: ASCII, and the full-width one of CJK keyboards.
+_SLASHES = ("/", "\uff0f")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,14 +41,34 @@ class Command:
     args: tuple[str, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class CommandContext:
+    """What a command may use: the message that asked, who asked, and the stores."""
+
+    inbound: Inbound
+    person: Person
+    scope: str
+    store: MemoryStore
+    longterm: LongTermStore
+    recall: Recall
+    blobs: BlobStore
+    clock: Clock
+    consolidate: Callable[[ChatRef], Awaitable[str]]
+    """Consolidates a chat now; returns a one-line report."""
+    rewrite_profile: Callable[[int], Awaitable[None]]
+    """Regenerates a person's profile from what is remembered now."""
+
+
 def parse_command(text: str, *, bot_username: str | None = None) -> Command | None:
     """`/name args...` -> Command; anything else -> None.
 
     `/name@bot` is accepted when `bot_username` matches (Telegram's group syntax).
     Arguments are split like a shell would, falling back to whitespace on bad quotes.
+    Names are letters (any script), digits, `_` and `-`; aliases such as `/记忆` map to
+    their command.
     """
     stripped = text.strip()
-    if not stripped.startswith("/") or len(stripped) < 2:
+    if not stripped.startswith(_SLASHES) or len(stripped) < 2:
         return None
     head, _, rest = stripped[1:].partition(" ")
     name, _, target = head.partition("@")
@@ -42,11 +80,25 @@ def parse_command(text: str, *, bot_username: str | None = None) -> Command | No
         args = tuple(shlex.split(rest))
     except ValueError:
         args = tuple(rest.split())
-    return Command(name=name.lower(), args=args)
+    name = name.lower()
+    return Command(name=ALIASES.get(name, name), args=args)
 
 
-def run_command(command: Command) -> str:
-    """The text answer to a command."""
+async def run_command(command: Command, ctx: CommandContext) -> list[Reply]:
+    """The replies to a command (plain text; /memory export adds a Document)."""
     if command.name in {"help", "start"}:
-        return HELP_TEXT
-    return f"Unknown command /{command.name}. Try /help."
+        return [_reply(ctx, Text(text=HELP_TEXT), private=False)]
+    if command.name == "memory":
+        # What /memory shows is about the person who asked: in a group, only they see it.
+        private = ctx.inbound.chat.kind == "group"
+        try:
+            answers = await memory_command(command.args, ctx)
+        except TomoError as exc:
+            log.warning("memory command failed", extra={"error": str(exc)})
+            answers = [(Text(text=f"Sorry, that did not work: {exc}"),)]
+        return [_reply(ctx, *segments, private=private) for segments in answers]
+    return [_reply(ctx, Text(text=f"Unknown command /{command.name}. Try /help."), private=False)]
+
+
+def _reply(ctx: CommandContext, *segments: Segment, private: bool) -> Reply:
+    return Reply(chat=ctx.inbound.chat, segments=segments, reply_to=ctx.inbound.id, private=private)

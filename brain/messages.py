@@ -1,8 +1,8 @@
 """The contract between platforms and the brain: one Inbound type, one Reply type.
 
 Both are frozen pydantic models that round-trip through JSON unchanged, so they can
-cross a Redis stream as they are. Media bytes never travel inside them: Voice, Image and
-Sticker segments carry a key into the BlobStore.
+cross a Redis stream as they are. Media bytes never travel inside them: Voice, Image,
+Sticker and Document segments carry a key into the BlobStore.
 """
 
 from __future__ import annotations
@@ -87,7 +87,19 @@ class Sticker(_Frozen):
     emotion: str | None = None
 
 
-Segment = Annotated[Text | Mention | Voice | Image | Sticker, Field(discriminator="kind")]
+class Document(_Frozen):
+    """A file to hand over as it is (an export, an attachment), by its BlobStore key."""
+
+    kind: Literal["document"] = "document"
+    blob_key: str
+    mime: str = "application/octet-stream"
+    filename: Utf8Str = Field(min_length=1)
+    size_bytes: int = Field(ge=0)
+
+
+Segment = Annotated[
+    Text | Mention | Voice | Image | Sticker | Document, Field(discriminator="kind")
+]
 
 
 def _utc(value: datetime) -> datetime:
@@ -121,7 +133,7 @@ class Inbound(_Frozen):
     @property
     def is_blank(self) -> bool:
         """True when there is nothing to read, hear or look at."""
-        has_media = any(isinstance(s, Voice | Image | Sticker) for s in self.segments)
+        has_media = any(isinstance(s, Voice | Image | Sticker | Document) for s in self.segments)
         return not has_media and not self.text.strip()
 
 

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from brain.commands import parse_command, run_command
+from pydantic import BaseModel, ValidationError
+
+from brain.commands import HELP_TEXT, Command, CommandContext, parse_command, run_command
+from brain.errors import ModelError
+from brain.memory.consolidate import Consolidator
+from brain.memory.recall import EntryId, Recall, Recalled
+from brain.memory.types import scope_of
 from brain.messages import ChatRef, Inbound, Reply, Text
 from brain.persona.card import PersonaCard
 from brain.ports import (
+    BlobStore,
     ChatTurn,
     Clock,
     LanguageModel,
+    LongTermStore,
     MemoryStore,
     NewMessage,
     Person,
     StoredMessage,
     TokenSink,
 )
-from brain.prompt import TimeFacts, build_turns
+from brain.prompt import MemoryContext, TimeFacts, build_turns
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,37 @@ class BrainConfig:
     max_reply_tokens: int = 200
     temperature: float = 0.7
     conversation_gap: timedelta = field(default_factory=lambda: timedelta(hours=8))
+    recall_k: int = 6
+    model_recall: bool = True
+
+
+class RecallRequest(BaseModel):
+    """What the model may ask of its memory (structured output)."""
+
+    recall: bool = False
+    query: str = ""
+    count: int = 3
+
+
+RECALL_REQUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "recall": {"type": "boolean"},
+        "query": {"type": "string"},
+        "count": {"type": "integer", "minimum": 1, "maximum": 10},
+    },
+    "required": ["recall", "query", "count"],
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LongTermMemory:
+    """The long-term memory parts the brain uses (absent: short-term window only)."""
+
+    longterm: LongTermStore
+    recall: Recall
+    blobs: BlobStore
+    consolidator: Consolidator | None = None
 
 
 class ChatLocks:
@@ -75,6 +114,7 @@ class Brain:
         persona: PersonaCard,
         clock: Clock,
         config: BrainConfig | None = None,
+        memory: LongTermMemory | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -82,6 +122,9 @@ class Brain:
         self.clock = clock
         self.config = config or BrainConfig()
         self.locks = ChatLocks()
+        self.memory = memory
+        # Per chat: the conversation start and what was recalled in it (not repeated).
+        self._recalled: dict[str, tuple[datetime, set[EntryId]]] = {}
 
     async def handle(self, inbound: Inbound, *, on_token: TokenSink | None = None) -> list[Reply]:
         """Take one inbound message; return what to send back (often nothing).
@@ -99,6 +142,12 @@ class Brain:
     async def _handle_locked(self, inbound: Inbound, *, on_token: TokenSink | None) -> list[Reply]:
         now = self.clock.now()
         person = await self.store.resolve_person(inbound.author, seen_at=inbound.sent_at)
+        scope = scope_of(inbound.chat, person_id=person.id)
+        command = parse_command(inbound.text) if inbound.to_bot else None
+        if command is not None:
+            # Commands and their answers are not conversation: they are not stored (a
+            # /memory answer quotes memories, which must not outlive a forget).
+            return await self._command(command, inbound, person=person, scope=scope)
         stored, created = await self.store.add_message(
             NewMessage(
                 chat=inbound.chat,
@@ -114,10 +163,8 @@ class Brain:
             log.info("duplicate message ignored", extra={"chat": inbound.chat.key})
             return []
 
-        command = parse_command(inbound.text) if inbound.to_bot else None
-        if command is not None:
-            answer = run_command(command)
-            return [await self._persist_reply(inbound, stored, answer, private=False)]
+        if created and self.memory is not None and stored.text.strip():
+            await self._index(stored, scope=scope)
 
         if not inbound.to_bot:
             return []
@@ -127,6 +174,9 @@ class Brain:
         )
         window = await self.store.recent_messages(
             inbound.chat, limit=self.config.window_messages, since=started
+        )
+        context = await self._long_term_context(
+            inbound, person_id=person.id, scope=scope, started=started, window=window
         )
         turns = build_turns(
             persona=self.persona,
@@ -140,9 +190,143 @@ class Brain:
             person_name=person.display_name,
             max_message_chars=self.config.max_message_chars,
             max_prompt_chars=self.config.max_prompt_chars,
+            context=context,
         )
         answer = await self._generate(turns, on_token=on_token)
         return [await self._persist_reply(inbound, stored, answer, private=False)]
+
+    async def _command(
+        self, command: Command, inbound: Inbound, *, person: Person, scope: str
+    ) -> list[Reply]:
+        memory = self.memory
+        if memory is None:
+            if command.name in {"help", "start"}:
+                text = HELP_TEXT
+            elif command.name == "memory":
+                text = "Long-term memory is switched off here."
+            else:
+                text = f"Unknown command /{command.name}. Try /help."
+            return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
+        consolidator = memory.consolidator
+
+        async def consolidate(chat: ChatRef) -> str:
+            if consolidator is None:
+                return "Consolidation is switched off here."
+            return (await consolidator.consolidate_chat(chat)).summary_line
+
+        async def rewrite_profile(person_id: int) -> None:
+            if consolidator is not None:
+                await consolidator.rewrite_profile(person_id)
+
+        ctx = CommandContext(
+            inbound=inbound,
+            person=person,
+            scope=scope,
+            store=self.store,
+            longterm=memory.longterm,
+            recall=memory.recall,
+            blobs=memory.blobs,
+            clock=self.clock,
+            consolidate=consolidate,
+            rewrite_profile=rewrite_profile,
+        )
+        return await run_command(command, ctx)
+
+    # long-term memory ---------------------------------------------------------------
+
+    async def _index(self, stored: StoredMessage, *, scope: str) -> None:
+        assert self.memory is not None
+        recent = await self.store.recent_messages(stored.chat, limit=2)
+        previous = next(
+            (m for m in reversed(recent) if m.id < stored.id and m.role == "user"), None
+        )
+        await self.memory.recall.index_message(stored, scope=scope, previous=previous)
+
+    async def recall(
+        self,
+        query: str,
+        *,
+        scopes: Sequence[str],
+        k: int,
+        exclude: Collection[EntryId] = (),
+    ) -> list[Recalled]:
+        """Hybrid recall over `scopes` (the same code for chat and benchmarks)."""
+        if self.memory is None:
+            return []
+        return await self.memory.recall.search(query, scopes=scopes, k=k, exclude=exclude)
+
+    async def _long_term_context(
+        self,
+        inbound: Inbound,
+        *,
+        person_id: int,
+        scope: str,
+        started: datetime,
+        window: Sequence[StoredMessage],
+    ) -> MemoryContext:
+        if self.memory is None:
+            return MemoryContext()
+        lt = self.memory.longterm
+        seen_start, already = self._recalled.get(inbound.chat.key, (started, set()))
+        if seen_start != started:  # a new conversation: everything may be recalled again
+            already = set()
+        exclude = already | {("message", m.id) for m in window}
+        queries = [inbound.text]
+        asked = await self._model_recall_query(inbound, window=window)
+        cfg = self.config
+        found: list[Recalled] = []
+        for query, k in [(q, cfg.recall_k) for q in queries] + asked:
+            for item in await self.recall(query, scopes=[scope], k=k, exclude=exclude):
+                found.append(item)
+                exclude.add(item.entry_id)
+        self._recalled[inbound.chat.key] = (started, already | {r.entry_id for r in found})
+        memory_ids = [r.entry.id for r in found if r.entry.kind == "memory"]
+        await lt.mark_recalled(memory_ids, at=self.clock.now())
+        profile = await lt.latest_summary(kind="profile", subject=str(person_id))
+        today = self.clock.now().strftime("%Y-%m-%d")
+        daily = await lt.latest_summary(kind="daily", subject=inbound.chat.key, day=today)
+        self_concept = await lt.latest_summary(kind="self", subject=self.persona.name)
+        return MemoryContext(
+            recalled=tuple(r.shown for r in found),
+            profile=profile.text if profile else None,
+            daily_summary=daily.text if daily else None,
+            self_concept=self_concept.text if self_concept else None,
+        )
+
+    async def _model_recall_query(
+        self, inbound: Inbound, *, window: Sequence[StoredMessage]
+    ) -> list[tuple[str, int]]:
+        """DigitalLife's model-decided recall: the model may ask for a search.
+
+        Never relied upon alone (recall on the message itself always runs); anything
+        malformed is ignored.
+        """
+        if not self.config.model_recall:
+            return []
+        recent = "\n".join(
+            f"{m.author_name or self.persona.name}: {m.text[:300]}" for m in window[-4:]
+        )
+        turns = [
+            ChatTurn(
+                role="system",
+                content=(
+                    "You decide whether to search your long-term memory before answering. "
+                    'Answer JSON: {"recall": true|false, "query": "what to search", '
+                    '"count": 1-10}.'
+                ),
+            ),
+            ChatTurn(role="user", content=f"Conversation:\n{recent}\n\nSearch memory?"),
+        ]
+        try:
+            raw = await self.model.complete(
+                turns, max_tokens=64, temperature=0.0, json_schema=RECALL_REQUEST_SCHEMA
+            )
+            request = RecallRequest.model_validate_json(raw)
+        except (ValidationError, ModelError):
+            return []
+        if not request.recall or not request.query.strip():
+            return []
+        return [(request.query.strip()[:300], max(1, min(10, request.count)))]
 
     async def _generate(self, turns: list[ChatTurn], *, on_token: TokenSink | None) -> str:
         cfg = self.config

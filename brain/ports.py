@@ -193,9 +193,16 @@ class LongTermStore(Protocol):
 
     # the recall index ------------------------------------------------------------
     async def put_message_key(
-        self, message_id: int, *, scope: str, key: str, embedding: bytes | None
+        self,
+        message_id: int,
+        *,
+        scope: str,
+        key: str,
+        embedding: bytes | None,
+        keep_embedding: bool = False,
     ) -> None:
-        """Set (or replace) the recall key of an L0 message."""
+        """Set (or replace) the recall key of an L0 message and its embedding
+        (`keep_embedding`: change only the key text)."""
         ...
 
     async def index_entries(self, scope: str) -> list[IndexEntry]:
@@ -222,6 +229,10 @@ class LongTermStore(Protocol):
     async def get_memory(self, memory_id: int) -> Memory | None: ...
 
     async def memories_in_scope(self, scope: str) -> list[Memory]: ...
+
+    async def memory_embeddings(self, scope: str) -> list[tuple[Memory, bytes | None]]:
+        """The memories of one scope with their stored embeddings (None: not embedded)."""
+        ...
 
     async def memories_about(self, person_id: int, *, offset: int, limit: int) -> list[Memory]: ...
 
@@ -250,6 +261,11 @@ class LongTermStore(Protocol):
 
     async def forget_person(self, person_id: int) -> ForgetReport:
         """Delete everything said by or remembered about a person, and their profiles."""
+        ...
+
+    async def scrub_deleted(self) -> None:
+        """After a forget: make deleted rows unrecoverable from the database files as
+        far as the engine allows (SQLite: empty the write-ahead log)."""
         ...
 
     # L2 summaries ----------------------------------------------------------------

@@ -24,6 +24,30 @@ def describe_time(value: datetime) -> str:
     return value.strftime("%A %d %B %Y, %H:%M UTC")
 
 
+@dataclass(frozen=True, kw_only=True)
+class MemoryContext:
+    """What long-term memory adds to a prompt."""
+
+    recalled: tuple[str, ...] = ()
+    profile: str | None = None
+    daily_summary: str | None = None
+    self_concept: str | None = None
+
+
+def memory_text(ctx: MemoryContext, *, person_name: str, limit: int) -> str:
+    parts: list[str] = []
+    if ctx.self_concept:
+        parts.append(f"What you know about yourself: {truncate(ctx.self_concept, limit=limit)}")
+    if ctx.profile:
+        parts.append(f"What you know about {person_name}: {truncate(ctx.profile, limit=limit)}")
+    if ctx.daily_summary:
+        parts.append(f"Earlier today in this chat: {truncate(ctx.daily_summary, limit=limit)}")
+    if ctx.recalled:
+        lines = "\n".join(f"- {truncate(r, limit=limit // 2)}" for r in ctx.recalled)
+        parts.append(f"Things you remember that may matter now:\n{lines}")
+    return "\n".join(parts)
+
+
 def time_facts_text(facts: TimeFacts, *, person_name: str) -> str:
     lines = [
         f"Now: {describe_time(facts.now)}.",
@@ -51,6 +75,7 @@ def build_turns(
     person_name: str,
     max_message_chars: int,
     max_prompt_chars: int,
+    context: MemoryContext | None = None,
 ) -> list[ChatTurn]:
     """System prompt plus the newest messages that fit in `max_prompt_chars`.
 
@@ -58,6 +83,10 @@ def build_turns(
     The newest message is always kept; older ones are dropped first.
     """
     system = persona.system_prompt() + "\n" + time_facts_text(facts, person_name=person_name)
+    if context is not None:
+        remembered = memory_text(context, person_name=person_name, limit=max_message_chars)
+        if remembered:
+            system += "\n" + remembered
     if chat.kind == "group":
         system += "\nThis is a group chat; each message starts with the speaker's name."
     budget = max(0, max_prompt_chars - len(system))

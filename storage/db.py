@@ -68,6 +68,9 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros: what a person had forgotten must not
+        # linger in free pages of the file (some builds have this off by default).
+        cur.execute("PRAGMA secure_delete=ON")
         # WAL: readers never block the writer; NORMAL sync is durable across crashes of
         # the process (a power cut may lose the last commits, never corrupt the file).
         cur.execute("PRAGMA journal_mode=WAL")

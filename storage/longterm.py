@@ -6,13 +6,16 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from brain.memory.keys import message_key
 from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Summary
 from brain.messages import ChatRef
 from brain.ports import ForgetReport, StoredMessage
 from storage.database import Database, chat_ref, stored_message
+from storage.db import translate
 from storage.tables import (
     ChatRow,
     ConsolidationRow,
@@ -33,13 +36,21 @@ class SqlLongTermStore:
     # the recall index ----------------------------------------------------------------
 
     async def put_message_key(
-        self, message_id: int, *, scope: str, key: str, embedding: bytes | None
+        self,
+        message_id: int,
+        *,
+        scope: str,
+        key: str,
+        embedding: bytes | None,
+        keep_embedding: bool = False,
     ) -> None:
         async with self.db.session() as s:
             row = await s.get(MessageKeyRow, message_id)
             if row is None:
                 row = MessageKeyRow(message_id=message_id, scope=scope, key_text=key)
-            row.scope, row.key_text, row.embedding = scope, key, embedding
+            row.scope, row.key_text = scope, key
+            if not keep_embedding:
+                row.embedding = embedding
             s.add(row)
             await s.commit()
 
@@ -197,6 +208,19 @@ class SqlLongTermStore:
         async with self.db.session() as s:
             return await self._memories(s, [col(MemoryRow.scope) == scope])
 
+    async def memory_embeddings(self, scope: str) -> list[tuple[Memory, bytes | None]]:
+        async with self.db.session() as s:
+            memories = await self._memories(s, [col(MemoryRow.scope) == scope])
+            vectors = {
+                r[0]: r[1]
+                for r in (
+                    await s.exec(
+                        select(MemoryRow.id, MemoryRow.embedding).where(MemoryRow.scope == scope)
+                    )
+                ).all()
+            }
+        return [(m, vectors.get(m.id)) for m in memories]
+
     async def memories_about(self, person_id: int, *, offset: int, limit: int) -> list[Memory]:
         async with self.db.session() as s:
             ids = (
@@ -297,20 +321,95 @@ class SqlLongTermStore:
         await s.exec(delete(MemoryRow).where(col(MemoryRow.id).in_(list(ids))))
 
     async def _delete_messages(self, s: AsyncSession, ids: Sequence[int]) -> list[int]:
-        """Delete L0 messages, the bot's replies to them, their keys and links."""
+        """Delete L0 messages, the bot's replies to them, their keys and links.
+
+        The recall keys of the messages next to a deleted one quote it (a key holds its
+        neighbouring turns), so those keys are rewritten from what is left.
+        """
         if not ids:
             return []
         replies = (
             await s.exec(select(MessageRow.id).where(col(MessageRow.answers_id).in_(list(ids))))
         ).all()
         every = sorted({*ids, *(r for r in replies if r is not None)})
+        chats = (
+            await s.exec(
+                select(MessageRow.id, MessageRow.chat_id).where(col(MessageRow.id).in_(every))
+            )
+        ).all()
         await s.exec(
             update(MessageRow).where(col(MessageRow.answers_id).in_(every)).values(answers_id=None)
         )
         await s.exec(delete(MessageKeyRow).where(col(MessageKeyRow.message_id).in_(every)))
         await s.exec(delete(MemorySourceRow).where(col(MemorySourceRow.message_id).in_(every)))
         await s.exec(delete(MessageRow).where(col(MessageRow.id).in_(every)))
+        by_chat: dict[int, list[int]] = {}
+        for mid, chat_id in chats:
+            if mid is not None:
+                by_chat.setdefault(chat_id, []).append(mid)
+        for chat_id, gone in by_chat.items():
+            await self._rekey_neighbours(s, chat_id, sorted(gone))
         return every
+
+    async def _rekey_neighbours(self, s: AsyncSession, chat_id: int, gone: list[int]) -> None:
+        """Rewrite the keys of the surviving messages of a chat that sat next to `gone`."""
+        in_chat = col(MessageRow.chat_id) == chat_id
+        between = (
+            await s.exec(
+                select(MessageRow.id).where(
+                    in_chat, col(MessageRow.id) > gone[0], col(MessageRow.id) < gone[-1]
+                )
+            )
+        ).all()
+        before = (
+            await s.exec(
+                select(func.max(MessageRow.id)).where(in_chat, col(MessageRow.id) < gone[0])
+            )
+        ).one()
+        after = (
+            await s.exec(
+                select(func.min(MessageRow.id)).where(in_chat, col(MessageRow.id) > gone[-1])
+            )
+        ).one()
+        alive = {m for m in (before, *between, after) if m is not None}
+        order = sorted(alive | set(gone))
+        neighbours = {
+            order[j]
+            for i, mid in enumerate(order)
+            if mid not in alive
+            for j in (i - 1, i + 1)
+            if 0 <= j < len(order) and order[j] in alive
+        }
+        for mid in sorted(neighbours):
+            key_row = await s.get(MessageKeyRow, mid)
+            if key_row is None:
+                continue
+            found = await self._messages(
+                s,
+                [
+                    in_chat,
+                    col(MessageRow.id).in_(
+                        [
+                            mid,
+                            select(func.max(MessageRow.id))
+                            .where(in_chat, col(MessageRow.id) < mid)
+                            .scalar_subquery(),
+                            select(func.min(MessageRow.id))
+                            .where(in_chat, col(MessageRow.id) > mid)
+                            .scalar_subquery(),
+                        ]
+                    ),
+                ],
+            )
+            at = {m.id: i for i, m in enumerate(found)}
+            i = at[mid]
+            key_row.key_text = message_key(
+                found[i],
+                previous=found[i - 1] if i > 0 else None,
+                following=found[i + 1] if i + 1 < len(found) else None,
+            )
+            key_row.embedding = None  # re-embedded from the new key when next loaded
+            s.add(key_row)
 
     async def forget_memory(self, memory_id: int) -> ForgetReport:
         async with self.db.session() as s:
@@ -343,9 +442,19 @@ class SqlLongTermStore:
                     )
                 )
             ).all()
+            # what the memories about them came from goes too, as in forget_memory
+            sources = (
+                await s.exec(
+                    select(MemorySourceRow.message_id).where(
+                        col(MemorySourceRow.memory_id).in_(list(about))
+                    )
+                )
+            ).all()
             memory_ids = sorted({*about, *derived})
             await self._delete_memories(s, memory_ids)
-            gone = await self._delete_messages(s, [m for m in said if m is not None])
+            gone = await self._delete_messages(
+                s, sorted({*(m for m in said if m is not None), *sources})
+            )
             await s.exec(
                 delete(SummaryRow).where(
                     col(SummaryRow.kind) == "profile", col(SummaryRow.subject) == str(person_id)
@@ -353,6 +462,18 @@ class SqlLongTermStore:
             )
             await s.commit()
         return ForgetReport(memory_ids=tuple(memory_ids), message_ids=tuple(gone))
+
+    async def scrub_deleted(self) -> None:
+        """SQLite zeroes deleted rows (secure_delete) but keeps older copies of the pages
+        in its write-ahead log until a checkpoint: checkpoint and truncate it. Postgres
+        leaves dead rows to (auto)vacuum; nothing to do here."""
+        if self.db.dialect != "sqlite":
+            return
+        try:
+            async with self.db.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except SQLAlchemyError as exc:
+            raise translate(exc, url=self.db.url) from None
 
     # L2 summaries --------------------------------------------------------------------
 

@@ -10,11 +10,22 @@ from brain.ports import ChatTurn
 
 
 class StubModel:
-    """Answers `"{prefix}{last user message}"` at once; remembers the prompts it saw."""
+    """Answers `"{prefix}{last user message}"` at once; remembers the prompts it saw.
 
-    def __init__(self, *, prefix: str = "You said: ", json_answer: Mapping[str, Any] | None = None):
+    Asked for JSON, it answers the next of `json_answers` (a string is sent as it is, so
+    tests can script invalid output; anything else as JSON), then `json_answer`.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "You said: ",
+        json_answer: Mapping[str, Any] | None = None,
+        json_answers: Sequence[Any] = (),
+    ):
         self.prefix = prefix
         self.json_answer = dict(json_answer or {})
+        self.json_answers: list[Any] = list(json_answers)
         self.prompts: list[list[ChatTurn]] = []
 
     @property
@@ -36,6 +47,9 @@ class StubModel:
     ) -> str:
         answer = self._answer(turns)
         if json_schema is not None:
+            if self.json_answers:
+                scripted = self.json_answers.pop(0)
+                return scripted if isinstance(scripted, str) else json.dumps(scripted)
             return json.dumps(self.json_answer)
         return answer
 

@@ -12,6 +12,9 @@ from datetime import datetime
 from brain.ports import StoredMessage
 
 NEIGHBOUR_CHARS = 300
+# e5 reads at most 512 tokens; the lexical key of a huge message is cut too.
+DENSE_CHARS = 1500
+KEY_CHARS = 4000
 
 
 def day_text(at: datetime) -> str:
@@ -31,7 +34,7 @@ def message_key(
     parts = [f"{day_text(message.sent_at)}."]
     if previous is not None:
         parts.append(f"{previous.author_name or 'Tomo'}: {_clip(previous.text, NEIGHBOUR_CHARS)}")
-    parts.append(f"{message.author_name or 'Tomo'}: {message.text}")
+    parts.append(f"{message.author_name or 'Tomo'}: {_clip(message.text, KEY_CHARS)}")
     if following is not None:
         parts.append(f"{following.author_name or 'Tomo'}: {_clip(following.text, NEIGHBOUR_CHARS)}")
     return "\n".join(parts)
@@ -40,3 +43,8 @@ def message_key(
 def shown_text(author_name: str, text: str, at: datetime) -> str:
     """How a recalled message is shown to the model: date, speaker, words."""
     return f"[{day_text(at)}] {author_name or 'Tomo'}: {text}"
+
+
+def dense_text(author_name: str, text: str) -> str:
+    """What is embedded for a message: the speaker and the words (e5 wants the speaker)."""
+    return f"{author_name or 'Tomo'}: {_clip(text, DENSE_CHARS)}"

@@ -12,12 +12,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from brain.memory.keys import message_key, shown_text
+from brain.memory.keys import dense_text, message_key, shown_text
 from brain.memory.lexical import BM25, tokenize
 from brain.memory.types import IndexEntry
 from brain.memory.vectors import Vector, from_bytes, to_bytes
+from brain.messages import ChatRef
 from brain.ports import Embedder, LongTermStore, StoredMessage
 
 EntryId = tuple[str, int]  # ("message" | "memory", id)
@@ -57,7 +59,9 @@ class _ScopeIndex:
     rows: list[Vector] = field(default_factory=list)
     position: dict[EntryId, int] = field(default_factory=dict)
     bm25: BM25 = field(default_factory=BM25)
+    names: list[str] = field(default_factory=list)
     _matrix: Vector | None = None
+    _names: npt.NDArray[np.str_] | None = None
 
     def add(self, entry: IndexEntry, vector: Vector) -> None:
         old = self.position.get((entry.kind, entry.id))
@@ -68,7 +72,15 @@ class _ScopeIndex:
         self.alive.append(True)
         self.rows.append(vector)
         self.bm25.add(tokenize(entry.key))
+        self.names.append(entry.author_name.lower())
         self._matrix = None
+        self._names = None
+
+    @property
+    def name_array(self) -> npt.NDArray[np.str_]:
+        if self._names is None:
+            self._names = np.array(self.names, dtype=str)
+        return self._names
 
     @property
     def matrix(self) -> Vector:
@@ -89,6 +101,28 @@ def _zscore(values: Vector) -> Vector:
         return np.zeros_like(values)
     out: Vector = ((values - values.mean()) / std).astype(np.float32)
     return out
+
+
+_NO_CHAT = ChatRef(platform="console", chat_id="-", kind="dm")
+
+
+def _entry(message: StoredMessage, *, scope: str, key: str) -> IndexEntry:
+    return IndexEntry(
+        kind="message",
+        id=message.id,
+        scope=scope,
+        key=key,
+        text=message.text,
+        source_message_ids=(message.id,),
+        author_id=message.author_id,
+        author_name=message.author_name,
+        at=message.sent_at,
+        embedding=None,
+    )
+
+
+def _dense_text(entry: IndexEntry) -> str:
+    return dense_text(entry.author_name, entry.text) if entry.kind == "message" else entry.text
 
 
 class Recall:
@@ -119,7 +153,9 @@ class Recall:
             missing = [e for e in entries if e.embedding is None]
             fresh: dict[EntryId, Vector] = {}
             if missing:
-                vectors = await self.embedder.embed([e.key for e in missing], kind="passage")
+                vectors = await self.embedder.embed(
+                    [_dense_text(e) for e in missing], kind="passage"
+                )
                 fresh = {(e.kind, e.id): v for e, v in zip(missing, vectors, strict=True)}
             for entry in entries:
                 eid = (entry.kind, entry.id)
@@ -128,7 +164,7 @@ class Recall:
                     assert entry.embedding is not None
                     vector = from_bytes(entry.embedding)
                 if vector.shape != (index.dims,):
-                    vector = (await self.embedder.embed([entry.key], kind="passage"))[0]
+                    vector = (await self.embedder.embed([_dense_text(entry)], kind="passage"))[0]
                 index.add(entry, vector)
             self._scopes[scope] = index
             return index
@@ -140,53 +176,45 @@ class Recall:
         scope: str,
         previous: StoredMessage | None,
     ) -> None:
-        """Key `message` with its context, embed the key, store it, update the cache.
+        """Index `message`: embed its words once, key it with its context, store both.
 
-        With `index_next_turn`, the previous message's key is rewritten to include this
-        one as its following turn.
+        The dense vector is of the message alone ("speaker: words"), computed once; the
+        lexical key adds the date and the neighbouring turns. With `index_next_turn`,
+        the previous message's key is rewritten to include this one as its following
+        turn (text only, no new embedding).
         """
-        updates: list[tuple[StoredMessage, str]] = [
-            (message, message_key(message, previous=None if previous is None else previous))
-        ]
-        if self.config.index_next_turn and previous is not None:
-            before = await self._previous_of(previous, scope=scope)
-            updates.append((previous, message_key(previous, previous=before, following=message)))
-        vectors = await self.embedder.embed([key for _, key in updates], kind="passage")
-        cached = self._scopes.get(scope)
-        for (msg, key), vector in zip(updates, vectors, strict=True):
-            await self.store.put_message_key(
-                msg.id, scope=scope, key=key, embedding=to_bytes(vector)
+        index = await self._index(scope)
+        vector = (
+            await self.embedder.embed(
+                [dense_text(message.author_name, message.text)], kind="passage"
             )
-            if cached is not None:
-                cached.add(
-                    IndexEntry(
-                        kind="message",
-                        id=msg.id,
-                        scope=scope,
-                        key=key,
-                        text=msg.text,
-                        source_message_ids=(msg.id,),
-                        author_id=msg.author_id,
-                        author_name=msg.author_name,
-                        at=msg.sent_at,
-                        embedding=None,
-                    ),
-                    vector,
-                )
-
-    async def _previous_of(self, message: StoredMessage, *, scope: str) -> StoredMessage | None:
-        index = self._scopes.get(scope)
-        if index is None:
-            return None
-        pos = index.position.get(("message", message.id))
+        )[0]
+        key = message_key(message, previous=previous)
+        await self.store.put_message_key(
+            message.id, scope=scope, key=key, embedding=to_bytes(vector)
+        )
+        index.add(_entry(message, scope=scope, key=key), vector)
+        if not self.config.index_next_turn or previous is None:
+            return
+        pos = index.position.get(("message", previous.id))
         if pos is None:
-            return None
+            return
+        before = self._previous_of(index, pos)
+        prev_key = message_key(previous, previous=before, following=message)
+        await self.store.put_message_key(
+            previous.id, scope=scope, key=prev_key, embedding=None, keep_embedding=True
+        )
+        index.add(_entry(previous, scope=scope, key=prev_key), index.rows[pos])
+
+    @staticmethod
+    def _previous_of(index: _ScopeIndex, pos: int) -> StoredMessage | None:
+        target = index.entries[pos]
         for i in range(pos - 1, -1, -1):
             entry = index.entries[i]
-            if entry.kind == "message" and index.alive[i] and entry.id < message.id:
+            if entry.kind == "message" and index.alive[i] and entry.id < target.id:
                 return StoredMessage(
                     id=entry.id,
-                    chat=message.chat,
+                    chat=_NO_CHAT,
                     author_id=entry.author_id,
                     author_name=entry.author_name,
                     role="user",
@@ -212,7 +240,7 @@ class Recall:
             return []
         qvec = (await self.embedder.embed([query], kind="query"))[0]
         qtokens = tokenize(query)
-        qwords = {w.lower() for w in query.replace("'s", " ").split()}
+        qwords = {w.lower().strip("?!.,;:\"'") for w in query.replace("'s", " ").split()}
         cfg = self.config
         found: list[Recalled] = []
         for index in indexes:
@@ -229,15 +257,8 @@ class Recall:
             lexical = index.bm25.scores(qtokens)[candidates]
             dense = (index.matrix[candidates] @ qvec).astype(np.float32)
             fused = cfg.lexical_weight * _zscore(lexical) + cfg.dense_weight * _zscore(dense)
-            if cfg.speaker_boost:
-                named = np.array(
-                    [
-                        bool(index.entries[i].author_name)
-                        and index.entries[i].author_name.lower() in qwords
-                        for i in candidates
-                    ],
-                    dtype=bool,
-                )
+            if cfg.speaker_boost and qwords:
+                named = np.isin(index.name_array[candidates], list(qwords))
                 fused = fused + cfg.speaker_boost * named
             top = np.argsort(-fused, kind="stable")[: max(k, 1)]
             found.extend(

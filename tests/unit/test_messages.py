@@ -5,7 +5,7 @@ from datetime import datetime
 import pytest
 from pydantic import ValidationError
 
-from brain.messages import Image, Inbound, Mention, Reply, Sticker, Text, Voice
+from brain.messages import Document, Image, Inbound, Mention, Reply, Sticker, Text, Voice
 from tests.conftest import ALICE, DM, GROUP, T0, inbound
 
 
@@ -20,6 +20,7 @@ def full_inbound() -> Inbound:
             Voice(blob_key="b/voice", duration_s=2.5, transcript="hello there"),
             Image(blob_key="b/img", size_bytes=1234, width=10, height=20),
             Sticker(blob_key="b/st", size_bytes=99, emotion="happy"),
+            Document(blob_key="b/doc", mime="application/pdf", filename="ノート.pdf", size_bytes=7),
         ),
         to_bot=True,
         reply_to="m0",
@@ -31,13 +32,22 @@ def test_inbound_round_trips_through_json() -> None:
     original = full_inbound()
     again = Inbound.model_validate_json(original.model_dump_json())
     assert again == original
-    assert [type(s) for s in again.segments] == [Mention, Text, Voice, Image, Sticker]
+    assert [type(s) for s in again.segments] == [Mention, Text, Voice, Image, Sticker, Document]
 
 
 def test_reply_round_trips_through_json() -> None:
     reply = Reply(
         chat=DM,
-        segments=(Text(text="hey"), Sticker(blob_key="k", size_bytes=1, emotion="love")),
+        segments=(
+            Text(text="hey"),
+            Sticker(blob_key="k", size_bytes=1, emotion="love"),
+            Document(
+                blob_key="e" * 64,
+                mime="application/json",
+                filename="tomo-export-1-2026-03-01.json",
+                size_bytes=42,
+            ),
+        ),
         reply_to="m1",
         private=True,
     )
@@ -84,3 +94,18 @@ def test_unknown_segment_kind_is_refused() -> None:
     data["segments"].append({"kind": "hologram"})
     with pytest.raises(ValidationError):
         Inbound.model_validate(data)
+
+
+def test_document_needs_a_filename_and_counts_as_content() -> None:
+    with pytest.raises(ValidationError):
+        Document(blob_key="k", filename="", size_bytes=1)
+    doc_only = Inbound(
+        id="d",
+        chat=DM,
+        author=ALICE,
+        segments=(Document(blob_key="k", filename="a.txt", size_bytes=1),),
+        to_bot=True,
+        sent_at=T0,
+    )
+    assert not doc_only.is_blank
+    assert doc_only.text == ""
