@@ -169,8 +169,10 @@ class Brain:
         if not inbound.to_bot:
             return []
 
+        # The conversation is the one this message belongs to (platforms may deliver
+        # late; the clock and sent_at need not agree).
         started = await self.store.conversation_start(
-            inbound.chat, now=now, idle_gap=self.config.conversation_gap
+            inbound.chat, now=inbound.sent_at, idle_gap=self.config.conversation_gap
         )
         window = await self.store.recent_messages(
             inbound.chat, limit=self.config.window_messages, since=started

@@ -8,6 +8,7 @@ process (`index_message`, `invalidate`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -27,11 +28,20 @@ EntryId = tuple[str, int]  # ("message" | "memory", id)
 
 @dataclass(frozen=True, kw_only=True)
 class RecallConfig:
+    # Tuned on the LoCoMo dev split (see README); each is a generic IR knob.
     lexical_weight: float = 1.0
-    dense_weight: float = 0.6
+    dense_weight: float = 1.0
     speaker_boost: float = 0.35
-    candidates: int = 200
     index_next_turn: bool = True
+    # A turn next to a close match is likely part of the same exchange: add this share
+    # of the neighbours' mean dense score (0 turns it off).
+    neighbour_weight: float = 0.3
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    # Pseudo-relevance feedback: terms of the top `prf_docs` lexical hits, weighted.
+    prf_docs: int = 3
+    prf_terms: int = 8
+    prf_weight: float = 0.3
 
 
 class Recalled(BaseModel):
@@ -62,6 +72,7 @@ class _ScopeIndex:
     names: list[str] = field(default_factory=list)
     _matrix: Vector | None = None
     _names: npt.NDArray[np.str_] | None = None
+    _neighbours: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
 
     def add(self, entry: IndexEntry, vector: Vector) -> None:
         old = self.position.get((entry.kind, entry.id))
@@ -75,6 +86,24 @@ class _ScopeIndex:
         self.names.append(entry.author_name.lower())
         self._matrix = None
         self._names = None
+        self._neighbours = None
+
+    @property
+    def neighbours(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """For each entry, the positions of the previous and next live message (or -1)."""
+        if self._neighbours is None:
+            n = len(self.entries)
+            prev = np.full(n, -1, dtype=np.int64)
+            nxt = np.full(n, -1, dtype=np.int64)
+            live = sorted(
+                (e.id, i)
+                for i, e in enumerate(self.entries)
+                if self.alive[i] and e.kind == "message"
+            )
+            for (_, a), (_, b) in itertools.pairwise(live):
+                nxt[a], prev[b] = b, a
+            self._neighbours = (prev, nxt)
+        return self._neighbours
 
     @property
     def name_array(self) -> npt.NDArray[np.str_]:
@@ -208,21 +237,29 @@ class Recall:
 
     @staticmethod
     def _previous_of(index: _ScopeIndex, pos: int) -> StoredMessage | None:
+        """The live message entry just before the one at `pos` (by message id)."""
         target = index.entries[pos]
-        for i in range(pos - 1, -1, -1):
-            entry = index.entries[i]
-            if entry.kind == "message" and index.alive[i] and entry.id < target.id:
-                return StoredMessage(
-                    id=entry.id,
-                    chat=_NO_CHAT,
-                    author_id=entry.author_id,
-                    author_name=entry.author_name,
-                    role="user",
-                    platform_message_id=None,
-                    text=entry.text,
-                    sent_at=entry.at,
-                )
-        return None
+        best: IndexEntry | None = None
+        for i, entry in enumerate(index.entries):
+            if (
+                entry.kind == "message"
+                and index.alive[i]
+                and entry.id < target.id
+                and (best is None or entry.id > best.id)
+            ):
+                best = entry
+        if best is None:
+            return None
+        return StoredMessage(
+            id=best.id,
+            chat=_NO_CHAT,
+            author_id=best.author_id,
+            author_name=best.author_name,
+            role="user",
+            platform_message_id=None,
+            text=best.text,
+            sent_at=best.at,
+        )
 
     async def search(
         self,
@@ -254,8 +291,17 @@ class Recall:
             candidates = np.flatnonzero(alive)
             if candidates.size == 0:
                 continue
-            lexical = index.bm25.scores(qtokens)[candidates]
-            dense = (index.matrix[candidates] @ qvec).astype(np.float32)
+            index.bm25.k1, index.bm25.b = cfg.bm25_k1, cfg.bm25_b
+            lexical_all = index.bm25.scores(qtokens)
+            if cfg.prf_docs > 0:
+                lexical_all = self._feedback(index, qtokens, lexical_all, alive)
+            lexical = lexical_all[candidates]
+            dense_all = (index.matrix @ qvec).astype(np.float32)
+            if cfg.neighbour_weight:
+                prev, nxt = index.neighbours
+                padded = np.append(dense_all, np.float32(dense_all.mean()))
+                dense_all = dense_all + cfg.neighbour_weight * 0.5 * (padded[prev] + padded[nxt])
+            dense = dense_all[candidates]
             fused = cfg.lexical_weight * _zscore(lexical) + cfg.dense_weight * _zscore(dense)
             if cfg.speaker_boost and qwords:
                 named = np.isin(index.name_array[candidates], list(qwords))
@@ -266,3 +312,30 @@ class Recall:
             )
         found.sort(key=lambda r: -r.score)
         return found[:k]
+
+    def _feedback(
+        self,
+        index: _ScopeIndex,
+        qtokens: list[str],
+        scores: npt.NDArray[np.float32],
+        alive: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.float32]:
+        """Rerun BM25 with the query plus the rarest terms of its best hits."""
+        cfg = self.config
+        live = np.where(alive, scores, -np.inf)
+        top = np.argsort(-live)[: cfg.prf_docs]
+        counts: dict[str, float] = {}
+        n = len(index.bm25)
+        for pos in top:
+            if not np.isfinite(live[pos]) or live[pos] <= 0:
+                continue
+            for term in set(tokenize(index.entries[pos].key)):
+                if term in qtokens:
+                    continue
+                df = len(index.bm25.postings.get(term, ()))
+                counts[term] = counts.get(term, 0.0) + float(np.log(1 + n / (1 + df)))
+        extra = sorted(counts, key=lambda t: -counts[t])[: cfg.prf_terms]
+        if not extra:
+            return scores
+        out: npt.NDArray[np.float32] = scores + cfg.prf_weight * index.bm25.scores(extra)
+        return out
