@@ -159,6 +159,27 @@ def bench_locomo(
     typer.echo(f"wrote {out / 'retrievals.jsonl'}; score it with shared/bench/locomo_score.py")
 
 
+@bench_app.command("recall")
+def bench_recall(
+    totals: Annotated[
+        str, typer.Option(help="Comma-separated numbers of memories, e.g. 10000,100000.")
+    ] = "10000,100000",
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A Postgres URL to fill (emptied after); default a temporary SQLite."),
+    ] = None,
+    queries: Annotated[int, typer.Option(min=10, help="Queries per size.")] = 300,
+) -> None:
+    """Recall latency with 10k-1M memories in scopes of 1k-10k (synthetic, no model)."""
+    from bots.bench_recall import recall_latency
+
+    try:
+        sizes = [int(t) for t in totals.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--totals wants numbers separated by commas, not {totals!r}") from None
+    _run(recall_latency(url=database_url, totals=sizes, queries=queries))
+
+
 @bench_app.command("startup")
 def bench_startup(
     repeats: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 5,

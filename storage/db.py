@@ -16,34 +16,29 @@ from brain.errors import StorageError
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+# psycopg 3 is both blocking and async; Alembic uses it blocking.
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _with_driver(url: str, drivers: dict[str, str]) -> str:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in drivers:
+        raise StorageError(
+            f"Unsupported database {backend!r} in TOMO_DATABASE_URL: use sqlite or postgresql."
+        )
+    return parsed.set(drivername=drivers[backend]).render_as_string(hide_password=False)
 
 
 def async_url(url: str) -> str:
     """Map a user-facing URL onto the async driver tomo uses."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-    if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise StorageError(
-        f"Unsupported database {backend!r} in TOMO_DATABASE_URL: use sqlite or postgresql."
-    )
+    return _with_driver(url, _ASYNC_DRIVERS)
 
 
 def sync_url(url: str) -> str:
     """The same database through a blocking driver (for Alembic)."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
-    if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise StorageError(
-        f"Unsupported database {backend!r} in TOMO_DATABASE_URL: use sqlite or postgresql."
-    )
+    return _with_driver(url, _SYNC_DRIVERS)
 
 
 def safe_url(url: str) -> str:

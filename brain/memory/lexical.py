@@ -71,12 +71,18 @@ def _split_cjk(word: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over a fixed list of documents, with incremental appends."""
+    """Okapi BM25 over a growing list of documents.
+
+    Postings are kept as lists while documents arrive and turned into numpy arrays,
+    per term, the first time a query needs them.
+    """
 
     def __init__(self, docs: Sequence[Sequence[str]] = (), *, k1: float = 1.2, b: float = 0.75):
         self.k1, self.b = k1, b
         self.postings: dict[str, list[tuple[int, int]]] = {}
         self.lengths: list[int] = []
+        self._arrays: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+        self._lengths: npt.NDArray[np.float32] | None = None
         for doc in docs:
             self.add(doc)
 
@@ -86,23 +92,35 @@ class BM25:
     def add(self, doc: Sequence[str]) -> int:
         index = len(self.lengths)
         self.lengths.append(len(doc))
+        self._lengths = None
         for term, tf in Counter(doc).items():
             self.postings.setdefault(term, []).append((index, tf))
+            self._arrays.pop(term, None)
         return index
+
+    def _posting(self, term: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        cached = self._arrays.get(term)
+        if cached is None:
+            pairs = self.postings[term]
+            docs = np.fromiter((d for d, _ in pairs), dtype=np.int64, count=len(pairs))
+            tfs = np.fromiter((t for _, t in pairs), dtype=np.float32, count=len(pairs))
+            cached = self._arrays[term] = (docs, tfs)
+        return cached
 
     def scores(self, query: Sequence[str]) -> npt.NDArray[np.float32]:
         n = len(self.lengths)
         out = np.zeros(n, dtype=np.float32)
         if n == 0:
             return out
-        avg = sum(self.lengths) / n or 1.0
-        lengths = self.lengths
+        if self._lengths is None:
+            self._lengths = np.asarray(self.lengths, dtype=np.float32)
+        lengths = self._lengths
+        avg = float(lengths.mean()) or 1.0
         for term in set(query):
-            posting = self.postings.get(term)
-            if not posting:
+            if term not in self.postings:
                 continue
-            idf = math.log(1.0 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for doc, tf in posting:
-                norm = tf + self.k1 * (1 - self.b + self.b * lengths[doc] / avg)
-                out[doc] += idf * tf * (self.k1 + 1) / norm
+            docs, tfs = self._posting(term)
+            idf = math.log(1.0 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
+            norm = tfs + self.k1 * (1 - self.b + self.b * lengths[docs] / avg)
+            np.add.at(out, docs, idf * tfs * (self.k1 + 1) / norm)
         return out
