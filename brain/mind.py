@@ -284,7 +284,13 @@ class Brain:
         self._recalled[inbound.chat.key] = (started, already | {r.entry_id for r in found})
         memory_ids = [r.entry.id for r in found if r.entry.kind == "memory"]
         await lt.mark_recalled(memory_ids, at=self.clock.now())
-        profile = await lt.latest_summary(kind="profile", subject=str(person_id))
+        # A profile is built from everything known about the person, DMs included, so
+        # it is shown only in a DM with that person.
+        profile = (
+            await lt.latest_summary(kind="profile", subject=str(person_id))
+            if inbound.chat.kind == "dm"
+            else None
+        )
         today = self.clock.now().strftime("%Y-%m-%d")
         daily = await lt.latest_summary(kind="daily", subject=inbound.chat.key, day=today)
         self_concept = await lt.latest_summary(kind="self", subject=self.persona.name)

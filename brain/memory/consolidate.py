@@ -230,7 +230,9 @@ class Consolidator:
         for person_id, name in sorted(speakers.items()):
             if await self._write_profile(person_id, name=name):
                 tally.profiles += 1
-        said = [m for m in batch if m.role == "assistant"]
+        # The self-concept is shown in every chat, so only what tomo said in groups feeds
+        # it: what it said in a DM may quote that person's private life.
+        said = [m for m in batch if m.role == "assistant" and m.chat.kind == "group"]
         if said and await self._write_self(said):
             tally.selves += 1
 

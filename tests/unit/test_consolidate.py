@@ -476,3 +476,12 @@ def test_config_is_checked() -> None:
     with pytest.raises(ConfigError):
         ConsolidationConfig(merge_threshold=1.5)
     assert ConsolidationConfig().idle == timedelta(hours=8)
+
+
+async def test_what_tomo_said_in_a_dm_never_feeds_the_self_concept(world: World) -> None:
+    await world.say(ALICE, "I have an appointment about my gout", chat=DM, at=minutes(0))
+    await world.say(None, "I hope the gout appointment goes well, Alice", chat=DM, at=minutes(1))
+    model = StubModel(json_answers=[{"memories": []}])
+    await world.consolidator(model).consolidate_chat(DM)
+    assert await world.longterm.summary_versions(kind="self", subject="Tomo") == []
+    assert not any("gout" in t.content for p in model.prompts for t in p if "yourself" in t.content)

@@ -15,7 +15,7 @@ from brain.mind import Brain, BrainConfig, LongTermMemory
 from brain.persona.card import PersonaCard
 from storage.longterm import SqlLongTermStore
 from storage.sql import SqlMemoryStore
-from tests.conftest import BOB, DM, GROUP, T0, inbound
+from tests.conftest import ALICE, BOB, DM, GROUP, T0, inbound
 
 PERSONA = PersonaCard(name="Tomo", self_description="A friend.")
 LATER = T0 + timedelta(days=2)  # a new conversation: the first one is out of the window
@@ -113,3 +113,19 @@ async def test_commands_are_not_stored_or_indexed(sqlite_store: SqlMemoryStore) 
     [reply] = await brain.handle(inbound("/memory list"))
     assert "remember" in reply.text.lower()
     assert await sqlite_store.count_messages() == 0
+
+
+async def test_the_profile_is_shown_only_in_a_dm_with_its_person(
+    sqlite_store: SqlMemoryStore,
+) -> None:
+    model = StubModel()
+    brain = brain_on(sqlite_store, model)
+    assert brain.memory is not None
+    alice = await sqlite_store.resolve_person(ALICE, seen_at=T0)
+    await brain.memory.longterm.put_summary(
+        kind="profile", subject=str(alice.id), text="Alice is being treated for gout", at=T0
+    )
+    await brain.handle(inbound("hi there", chat=GROUP, sent_at=LATER))
+    assert "gout" not in system_prompt(model)
+    await brain.handle(inbound("hi there", sent_at=LATER))
+    assert "What you know about Alice: Alice is being treated for gout" in system_prompt(model)
