@@ -19,9 +19,9 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from brain.errors import InputError, TomoError
-from brain.messages import ChatRef, Inbound, PersonRef, Text
+from brain.messages import ChatRef, Document, Inbound, PersonRef, Text
 from brain.mind import Brain
-from brain.ports import Clock
+from brain.ports import BlobStore, Clock
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 QUIT_WORDS = frozenset({"/quit", "/exit"})
@@ -41,6 +41,8 @@ class ConsoleChat:
         user_name: str,
         out: TextIO,
         err: TextIO | None = None,
+        blobs: BlobStore | None = None,
+        downloads: Path | None = None,
     ) -> None:
         self.brain = brain
         self.clock = clock
@@ -49,6 +51,8 @@ class ConsoleChat:
         self.author = PersonRef(platform="console", user_id=user_id, display_name=user_name)
         self.out = out
         self.err = err or out
+        self.blobs = blobs
+        self.downloads = downloads
         self._sending: asyncio.Future[bool] | None = None
         self._main: asyncio.Task[object] | None = None
         self._interrupted = False
@@ -111,7 +115,21 @@ class ConsoleChat:
         else:
             for reply in replies:  # commands answer without streaming
                 self._say(f"{self.persona_name}: {reply.text}")
+                for seg in reply.segments:
+                    if isinstance(seg, Document):
+                        await self._save(seg)
         return True
+
+    async def _save(self, doc: Document) -> None:
+        """A file the brain hands over (an export) is written to the downloads folder."""
+        if self.blobs is None or self.downloads is None:
+            self._say(f"({doc.filename} cannot be saved from this chat)")
+            return
+        data = await self.blobs.get(doc.blob_key)
+        name = Path(doc.filename).name  # never a path of the sender's choosing
+        target = self.downloads / name
+        await asyncio.to_thread(_write_file, target, data)
+        self._say(f"(saved {doc.filename}, {len(data)} bytes, to {target})")
 
     async def _send_interruptibly(self, text: str) -> bool:
         """Run `send` as a task that Ctrl-C (see `_on_sigint`) can stop alone."""
@@ -196,6 +214,13 @@ class ConsoleChat:
                     return
 
         await self._guarded(body)
+
+
+def _write_file(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
 
 
 def _current_cancelling() -> int:

@@ -31,6 +31,8 @@ async def run_console(settings: Settings, *, user_name: str) -> None:
             user_name=user_name,
             out=sys.stdout,
             err=sys.stderr,
+            blobs=app.brain.memory.blobs if app.brain.memory else None,
+            downloads=settings.data_dir / "exports",
         )
         idle = asyncio.ensure_future(consolidate_when_idle(app.consolidator))
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -155,3 +156,16 @@ def test_real_bundled_model_answers_and_the_answer_is_stored(tmp_path: Path) -> 
     assert rows[1][0] == "assistant"
     assert rows[1][1]
     assert answer_line.removeprefix("Tomo: ").strip() == rows[1][1]
+
+
+def test_memory_export_is_saved_as_a_file(tmp_path: Path) -> None:
+    proc = tomo(tmp_path, "chat", "--name", "hana", stdin=b"I like plums\n/memory export\n")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    saved = next(line for line in out.splitlines() if line.startswith("(saved "))
+    path = Path(saved.rsplit(" to ", 1)[1].rstrip(")"))
+    assert path.parent == tmp_path / "exports"
+    data = json.loads(path.read_text("utf-8"))
+    assert "I like plums" in json.dumps(data)
+    # Commands are not conversation: only the chat itself is stored.
+    assert stored(tmp_path) == [("user", "I like plums"), ("assistant", "You said: I like plums")]
