@@ -129,6 +129,8 @@ class ConsoleChat:
         name = Path(doc.filename).name  # never a path of the sender's choosing
         target = self.downloads / name
         await asyncio.to_thread(_write_file, target, data)
+        # Handed over: the copy in the blob store goes, so a later forget leaves none.
+        await self.blobs.delete(doc.blob_key)
         self._say(f"(saved {doc.filename}, {len(data)} bytes, to {target})")
 
     async def _send_interruptibly(self, text: str) -> bool:

@@ -88,7 +88,11 @@ class Sticker(_Frozen):
 
 
 class Document(_Frozen):
-    """A file to hand over as it is (an export, an attachment), by its BlobStore key."""
+    """A file to hand over as it is (an export, an attachment), by its BlobStore key.
+
+    The adapter that delivers it deletes the blob afterwards: an export must not outlive
+    a later `/memory forget all` in the blob store.
+    """
 
     kind: Literal["document"] = "document"
     blob_key: str

@@ -167,5 +167,7 @@ def test_memory_export_is_saved_as_a_file(tmp_path: Path) -> None:
     assert path.parent == tmp_path / "exports"
     data = json.loads(path.read_text("utf-8"))
     assert "I like plums" in json.dumps(data)
+    blobs = tmp_path / "blobs"
+    assert not blobs.exists() or not any(p.is_file() for p in blobs.rglob("*"))
     # Commands are not conversation: only the chat itself is stored.
     assert stored(tmp_path) == [("user", "I like plums"), ("assistant", "You said: I like plums")]
