@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,8 @@ class RecallConfig:
     prf_docs: int = 3
     prf_terms: int = 8
     prf_weight: float = 0.3
+    # Scope indexes kept in memory (entries in all); the least recently used go first.
+    max_cached_entries: int = 300_000
 
 
 class Recalled(BaseModel):
@@ -161,8 +164,24 @@ class Recall:
         self.store = store
         self.embedder = embedder
         self.config = config or RecallConfig()
-        self._scopes: dict[str, _ScopeIndex] = {}
+        # Least recently used first; bounded by config.max_cached_entries.
+        self._scopes: OrderedDict[str, _ScopeIndex] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
+
+    def cached_scopes(self) -> list[str]:
+        """The scopes whose index is in memory, least recently used first."""
+        return list(self._scopes)
+
+    def _keep(self, scope: str, index: _ScopeIndex) -> None:
+        self._scopes[scope] = index
+        self._scopes.move_to_end(scope)
+        self._trim()
+
+    def _trim(self) -> None:
+        total = sum(len(i.entries) for i in self._scopes.values())
+        while total > self.config.max_cached_entries and len(self._scopes) > 1:
+            _old, dropped = self._scopes.popitem(last=False)
+            total -= len(dropped.entries)
 
     def invalidate(self, scope: str) -> None:
         """Forget the cached index of `scope` (after memories changed or were forgotten)."""
@@ -171,6 +190,7 @@ class Recall:
     async def _index(self, scope: str) -> _ScopeIndex:
         cached = self._scopes.get(scope)
         if cached is not None:
+            self._scopes.move_to_end(scope)
             return cached
         lock = self._loading.setdefault(scope, asyncio.Lock())
         async with lock:
@@ -195,7 +215,8 @@ class Recall:
                 if vector.shape != (index.dims,):
                     vector = (await self.embedder.embed([_dense_text(entry)], kind="passage"))[0]
                 index.add(entry, vector)
-            self._scopes[scope] = index
+            self._keep(scope, index)
+            self._loading.pop(scope, None)
             return index
 
     async def index_message(
@@ -223,6 +244,7 @@ class Recall:
             message.id, scope=scope, key=key, embedding=to_bytes(vector)
         )
         index.add(_entry(message, scope=scope, key=key), vector)
+        self._trim()
         if not self.config.index_next_turn or previous is None:
             return
         pos = index.position.get(("message", previous.id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from brain.memory.embed import HashEmbedder
-from brain.memory.recall import Recall
+from brain.memory.recall import Recall, RecallConfig
 from brain.memory.types import NewMemory, scope_of
 from brain.messages import ChatRef, Text
 from brain.ports import NewMessage, Person, StoredMessage
@@ -98,3 +98,20 @@ async def test_exclude_and_memories(store: SqlMemoryStore) -> None:
     assert mem.entry.source_message_ids == (said.id,)
     rest = await recall.search("sister May", scopes=[scope], k=5, exclude={("memory", memory.id)})
     assert [r.entry_id for r in rest] == [("message", said.id)]
+
+
+async def test_cached_scopes_are_bounded(store: SqlMemoryStore) -> None:
+    lt = SqlLongTermStore(store.db)
+    recall = Recall(store=lt, embedder=HashEmbedder(), config=RecallConfig(max_cached_entries=2))
+    alice = await store.resolve_person(ALICE, seen_at=T0)
+    scopes = []
+    for n in range(3):
+        chat = GROUP.model_copy(update={"chat_id": f"-{n}"})
+        scope = scope_of(chat, person_id=alice.id)
+        said = await say(store, alice, f"note number {n}", chat=chat, n=n)
+        await recall.index_message(said, scope=scope, previous=None)
+        scopes.append(scope)
+    assert recall.cached_scopes() == scopes[1:]  # the oldest went
+    [hit] = await recall.search("note number", scopes=[scopes[0]], k=1)  # reloads it
+    assert hit.entry.text == "note number 0"
+    assert recall.cached_scopes() == scopes[2:] + scopes[:1]
