@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -10,7 +10,7 @@ from typing import TypeVar
 from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from brain.messages import ChatRef, Segment
@@ -117,3 +117,18 @@ def stored_message(row: MessageRow, chat: ChatRef) -> StoredMessage:
         sent_at=row.sent_at,
         answers_id=row.answers_id,
     )
+
+
+async def load_messages(
+    s: AsyncSession, where: Sequence[object], limit: int | None = None
+) -> list[StoredMessage]:
+    query = (
+        select(MessageRow, ChatRow)
+        .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
+        .where(*where)  # type: ignore[arg-type]
+        .order_by(col(MessageRow.id))
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    rows = (await s.exec(query)).all()
+    return [stored_message(m, chat_ref(c)) for m, c in rows]

@@ -10,12 +10,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from brain.memory.keys import message_key
 from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Summary
 from brain.messages import ChatRef
 from brain.ports import ForgetReport, StoredMessage
-from storage.database import Database, chat_ref, stored_message
+from storage.database import Database, chat_ref, load_messages
 from storage.db import translate
+from storage.deletion import delete_memories, delete_messages
 from storage.tables import (
     ChatRow,
     ConsolidationRow,
@@ -274,25 +274,11 @@ class SqlLongTermStore:
 
     # L0 reads for provenance, consolidation and export ------------------------------
 
-    async def _messages(
-        self, s: AsyncSession, where: Sequence[object], limit: int | None = None
-    ) -> list[StoredMessage]:
-        query = (
-            select(MessageRow, ChatRow)
-            .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
-            .where(*where)  # type: ignore[arg-type]
-            .order_by(col(MessageRow.id))
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        rows = (await s.exec(query)).all()
-        return [stored_message(m, chat_ref(c)) for m, c in rows]
-
     async def messages(self, message_ids: Sequence[int]) -> list[StoredMessage]:
         if not message_ids:
             return []
         async with self.db.session() as s:
-            return await self._messages(s, [col(MessageRow.id).in_(list(message_ids))])
+            return await load_messages(s, [col(MessageRow.id).in_(list(message_ids))])
 
     async def messages_after(
         self, chat: ChatRef, *, after_id: int, limit: int
@@ -301,7 +287,7 @@ class SqlLongTermStore:
             chat_id = await self.db.chat_id(s, chat, create=False)
             if chat_id is None:
                 return []
-            return await self._messages(
+            return await load_messages(
                 s,
                 [col(MessageRow.chat_id) == chat_id, col(MessageRow.id) > after_id],
                 limit=limit,
@@ -309,107 +295,9 @@ class SqlLongTermStore:
 
     async def messages_by(self, person_id: int) -> list[StoredMessage]:
         async with self.db.session() as s:
-            return await self._messages(s, [col(MessageRow.author_id) == person_id])
+            return await load_messages(s, [col(MessageRow.author_id) == person_id])
 
     # forgetting ----------------------------------------------------------------------
-
-    async def _delete_memories(self, s: AsyncSession, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        for table in (MemoryVersionRow, MemoryAboutRow, MemorySourceRow):
-            await s.exec(delete(table).where(col(table.memory_id).in_(list(ids))))
-        await s.exec(delete(MemoryRow).where(col(MemoryRow.id).in_(list(ids))))
-
-    async def _delete_messages(self, s: AsyncSession, ids: Sequence[int]) -> list[int]:
-        """Delete L0 messages, the bot's replies to them, their keys and links.
-
-        The recall keys of the messages next to a deleted one quote it (a key holds its
-        neighbouring turns), so those keys are rewritten from what is left.
-        """
-        if not ids:
-            return []
-        replies = (
-            await s.exec(select(MessageRow.id).where(col(MessageRow.answers_id).in_(list(ids))))
-        ).all()
-        every = sorted({*ids, *(r for r in replies if r is not None)})
-        chats = (
-            await s.exec(
-                select(MessageRow.id, MessageRow.chat_id).where(col(MessageRow.id).in_(every))
-            )
-        ).all()
-        await s.exec(
-            update(MessageRow).where(col(MessageRow.answers_id).in_(every)).values(answers_id=None)
-        )
-        await s.exec(delete(MessageKeyRow).where(col(MessageKeyRow.message_id).in_(every)))
-        await s.exec(delete(MemorySourceRow).where(col(MemorySourceRow.message_id).in_(every)))
-        await s.exec(delete(MessageRow).where(col(MessageRow.id).in_(every)))
-        by_chat: dict[int, list[int]] = {}
-        for mid, chat_id in chats:
-            if mid is not None:
-                by_chat.setdefault(chat_id, []).append(mid)
-        for chat_id, gone in by_chat.items():
-            await self._rekey_neighbours(s, chat_id, sorted(gone))
-        return every
-
-    async def _rekey_neighbours(self, s: AsyncSession, chat_id: int, gone: list[int]) -> None:
-        """Rewrite the keys of the surviving messages of a chat that sat next to `gone`."""
-        in_chat = col(MessageRow.chat_id) == chat_id
-        between = (
-            await s.exec(
-                select(MessageRow.id).where(
-                    in_chat, col(MessageRow.id) > gone[0], col(MessageRow.id) < gone[-1]
-                )
-            )
-        ).all()
-        before = (
-            await s.exec(
-                select(func.max(MessageRow.id)).where(in_chat, col(MessageRow.id) < gone[0])
-            )
-        ).one()
-        after = (
-            await s.exec(
-                select(func.min(MessageRow.id)).where(in_chat, col(MessageRow.id) > gone[-1])
-            )
-        ).one()
-        alive = {m for m in (before, *between, after) if m is not None}
-        order = sorted(alive | set(gone))
-        neighbours = {
-            order[j]
-            for i, mid in enumerate(order)
-            if mid not in alive
-            for j in (i - 1, i + 1)
-            if 0 <= j < len(order) and order[j] in alive
-        }
-        for mid in sorted(neighbours):
-            key_row = await s.get(MessageKeyRow, mid)
-            if key_row is None:
-                continue
-            found = await self._messages(
-                s,
-                [
-                    in_chat,
-                    col(MessageRow.id).in_(
-                        [
-                            mid,
-                            select(func.max(MessageRow.id))
-                            .where(in_chat, col(MessageRow.id) < mid)
-                            .scalar_subquery(),
-                            select(func.min(MessageRow.id))
-                            .where(in_chat, col(MessageRow.id) > mid)
-                            .scalar_subquery(),
-                        ]
-                    ),
-                ],
-            )
-            at = {m.id: i for i, m in enumerate(found)}
-            i = at[mid]
-            key_row.key_text = message_key(
-                found[i],
-                previous=found[i - 1] if i > 0 else None,
-                following=found[i + 1] if i + 1 < len(found) else None,
-            )
-            key_row.embedding = None  # re-embedded from the new key when next loaded
-            s.add(key_row)
 
     async def forget_memory(self, memory_id: int) -> ForgetReport:
         async with self.db.session() as s:
@@ -420,8 +308,8 @@ class SqlLongTermStore:
             ).all()
             if await s.get(MemoryRow, memory_id) is None:
                 return ForgetReport()
-            await self._delete_memories(s, [memory_id])
-            gone = await self._delete_messages(s, list(sources))
+            await delete_memories(s, [memory_id])
+            gone = await delete_messages(s, list(sources))
             await s.commit()
         return ForgetReport(memory_ids=(memory_id,), message_ids=tuple(gone))
 
@@ -451,10 +339,8 @@ class SqlLongTermStore:
                 )
             ).all()
             memory_ids = sorted({*about, *derived})
-            await self._delete_memories(s, memory_ids)
-            gone = await self._delete_messages(
-                s, sorted({*(m for m in said if m is not None), *sources})
-            )
+            await delete_memories(s, memory_ids)
+            gone = await delete_messages(s, sorted({*(m for m in said if m is not None), *sources}))
             await s.exec(
                 delete(SummaryRow).where(
                     col(SummaryRow.kind) == "profile", col(SummaryRow.subject) == str(person_id)
