@@ -81,8 +81,8 @@ class BM25:
         self.k1, self.b = k1, b
         self.postings: dict[str, list[tuple[int, int]]] = {}
         self.lengths: list[int] = []
-        self._arrays: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
-        self._lengths: npt.NDArray[np.float32] | None = None
+        self._arrays: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
+        self._lengths: npt.NDArray[np.float64] | None = None
         for doc in docs:
             self.add(doc)
 
@@ -98,22 +98,22 @@ class BM25:
             self._arrays.pop(term, None)
         return index
 
-    def _posting(self, term: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    def _posting(self, term: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         cached = self._arrays.get(term)
         if cached is None:
             pairs = self.postings[term]
             docs = np.fromiter((d for d, _ in pairs), dtype=np.int64, count=len(pairs))
-            tfs = np.fromiter((t for _, t in pairs), dtype=np.float32, count=len(pairs))
+            tfs = np.fromiter((t for _, t in pairs), dtype=np.float64, count=len(pairs))
             cached = self._arrays[term] = (docs, tfs)
         return cached
 
     def scores(self, query: Sequence[str]) -> npt.NDArray[np.float32]:
         n = len(self.lengths)
-        out = np.zeros(n, dtype=np.float32)
+        out = np.zeros(n, dtype=np.float64)
         if n == 0:
-            return out
+            return out.astype(np.float32)
         if self._lengths is None:
-            self._lengths = np.asarray(self.lengths, dtype=np.float32)
+            self._lengths = np.asarray(self.lengths, dtype=np.float64)
         lengths = self._lengths
         avg = float(lengths.mean()) or 1.0
         for term in set(query):
@@ -122,5 +122,5 @@ class BM25:
             docs, tfs = self._posting(term)
             idf = math.log(1.0 + (n - len(docs) + 0.5) / (len(docs) + 0.5))
             norm = tfs + self.k1 * (1 - self.b + self.b * lengths[docs] / avg)
-            np.add.at(out, docs, idf * tfs * (self.k1 + 1) / norm)
-        return out
+            out[docs] += idf * tfs * (self.k1 + 1) / norm  # a term lists a document once
+        return out.astype(np.float32)

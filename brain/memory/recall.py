@@ -32,13 +32,13 @@ class RecallConfig:
     # Tuned on the LoCoMo dev split (see README); each is a generic IR knob.
     lexical_weight: float = 1.0
     dense_weight: float = 1.0
-    speaker_boost: float = 0.35
+    speaker_boost: float = 0.6
     index_next_turn: bool = True
     # A turn next to a close match is likely part of the same exchange: add this share
     # of the neighbours' mean dense score (0 turns it off).
     neighbour_weight: float = 0.3
     bm25_k1: float = 1.2
-    bm25_b: float = 0.75
+    bm25_b: float = 0.5
     # Pseudo-relevance feedback: terms of the top `prf_docs` lexical hits, weighted.
     prf_docs: int = 3
     prf_terms: int = 8
