@@ -150,12 +150,13 @@ def test_real_bundled_model_answers_and_the_answer_is_stored(tmp_path: Path) -> 
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.decode()
-    answer_line = next(line for line in out.splitlines() if line.startswith("Tomo: "))
+    # The answer may run over several lines: all that follows "Tomo: " is the answer.
+    printed = out.split("\nTomo: ", 1)[1].strip()
     rows = stored(tmp_path)
     assert rows[0] == ("user", "Hello! Who are you?")
     assert rows[1][0] == "assistant"
     assert rows[1][1]
-    assert answer_line.removeprefix("Tomo: ").strip() == rows[1][1]
+    assert printed == rows[1][1]
 
 
 def test_memory_export_is_saved_as_a_file(tmp_path: Path) -> None:
