@@ -28,9 +28,12 @@ BENCH_PROMPT = [
 ]
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile with linear interpolation (as shared/bench/locomo_score.py)."""
+    v = sorted(values)
+    pos = (len(v) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
 async def pipeline_overhead(*, stub_llm: bool, messages: int, repeats: int) -> None:
@@ -74,8 +77,8 @@ async def pipeline_overhead(*, stub_llm: bool, messages: int, repeats: int) -> N
     print(
         f"pipeline ({'stub' if stub_llm else 'real'} model, SQLite, {messages} messages x "
         f"{repeats} runs): median of run means {statistics.median(run_means):.2f} ms/message; "
-        f"per message p50 {_pct(all_ms, 0.5):.2f} ms, p95 {_pct(all_ms, 0.95):.2f} ms, "
-        f"p99 {_pct(all_ms, 0.99):.2f} ms; load average {os.getloadavg()[0]:.2f}"
+        f"per message p50 {percentile(all_ms, 0.5):.2f} ms, p95 {percentile(all_ms, 0.95):.2f} ms, "
+        f"p99 {percentile(all_ms, 0.99):.2f} ms; load average {os.getloadavg()[0]:.2f}"
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from rich.progress import Progress
 
 from bots.app import load_persona
+from bots.bench import percentile
 from brain.blobs import MemoryBlobStore
 from brain.clock import ManualClock
 from brain.errors import InputError
@@ -62,13 +63,6 @@ def sessions(conv: dict[str, Any]) -> list[tuple[datetime, list[dict[str, Any]]]
             number = int(key.split("_")[1])
             found.append((number, parse_session_date(conv[f"{key}_date_time"]), turns))
     return [(at, turns) for _n, at, turns in sorted(found, key=lambda t: t[0])]
-
-
-def _pct(values: list[float], q: float) -> float:
-    v = sorted(values)
-    pos = (len(v) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
 def load_locomo(data: Path) -> list[dict[str, Any]]:
@@ -196,9 +190,9 @@ async def run_locomo(
         "consolidate": consolidate,
         "ingest_ms_per_turn_median": round(statistics.median(ingest_ms), 2),
         "ingest_s_total": round(sum(ingest_ms) / 1000, 1),
-        "query_ms_p50": round(_pct(query_ms, 0.5), 2),
-        "query_ms_p95": round(_pct(query_ms, 0.95), 2),
-        "query_ms_p99": round(_pct(query_ms, 0.99), 2),
+        "query_ms_p50": round(percentile(query_ms, 0.5), 2),
+        "query_ms_p95": round(percentile(query_ms, 0.95), 2),
+        "query_ms_p99": round(percentile(query_ms, 0.99), 2),
         "load_average": round(os.getloadavg()[0], 2),
         "recall_config": vars(recall.config),
     }

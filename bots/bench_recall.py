@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from sqlalchemy import insert
 
+from bots.bench import percentile
 from brain.memory.recall import Recall
 from brain.memory.vectors import Vector, normalize
 from storage.database import Database
@@ -45,11 +46,6 @@ class FixedEmbedder:
     async def embed(self, texts: Sequence[str], *, kind: Literal["query", "passage"]) -> Vector:
         rows = [np.random.default_rng(abs(hash(t)) % (2**32)).standard_normal(DIMS) for t in texts]
         return normalize(np.asarray(rows, dtype=np.float32).reshape(len(texts), DIMS))
-
-
-def _pct(values: list[float], q: float) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, int(q * len(v)))]
 
 
 async def _fill(db: Database, *, total: int, scope_sizes: tuple[int, int], seed: int) -> list[str]:
@@ -112,8 +108,8 @@ async def recall_latency(
             await db.aclose()
         print(
             f"{backend} {total:>9,} memories in {len(scopes)} scopes (filled in {fill_s:.0f} s): "
-            f"warm query p50 {_pct(warm, 0.5):.1f} ms p99 {_pct(warm, 0.99):.1f} ms "
+            f"warm query p50 {percentile(warm, 0.5):.1f} ms p99 {percentile(warm, 0.99):.1f} ms "
             f"(n={len(warm)}); cold scope load+query p50 {statistics.median(cold):.0f} ms "
-            f"p99 {_pct(cold, 0.99):.0f} ms (n={len(cold)})",
+            f"p99 {percentile(cold, 0.99):.0f} ms (n={len(cold)})",
             flush=True,
         )

@@ -84,20 +84,28 @@ def parse_command(text: str, *, bot_username: str | None = None) -> Command | No
     return Command(name=ALIASES.get(name, name), args=args)
 
 
+def plain_answer(command: Command) -> str | None:
+    """The answer to a command that needs no memory; None for /memory."""
+    if command.name in {"help", "start"}:
+        return HELP_TEXT
+    if command.name == "memory":
+        return None
+    return f"Unknown command /{command.name}. Try /help."
+
+
 async def run_command(command: Command, ctx: CommandContext) -> list[Reply]:
     """The replies to a command (plain text; /memory export adds a Document)."""
-    if command.name in {"help", "start"}:
-        return [_reply(ctx, Text(text=HELP_TEXT), private=False)]
-    if command.name == "memory":
-        # What /memory shows is about the person who asked: in a group, only they see it.
-        private = ctx.inbound.chat.kind == "group"
-        try:
-            answers = await memory_command(command.args, ctx)
-        except TomoError as exc:
-            log.warning("memory command failed", extra={"error": str(exc)})
-            answers = [(Text(text=f"Sorry, that did not work: {exc}"),)]
-        return [_reply(ctx, *segments, private=private) for segments in answers]
-    return [_reply(ctx, Text(text=f"Unknown command /{command.name}. Try /help."), private=False)]
+    plain = plain_answer(command)
+    if plain is not None:
+        return [_reply(ctx, Text(text=plain), private=False)]
+    # /memory: what it shows is about the person who asked; in a group only they see it.
+    private = ctx.inbound.chat.kind == "group"
+    try:
+        answers = await memory_command(command.args, ctx)
+    except TomoError as exc:
+        log.warning("memory command failed", extra={"error": str(exc)})
+        answers = [(Text(text=f"Sorry, that did not work: {exc}"),)]
+    return [_reply(ctx, *segments, private=private) for segments in answers]
 
 
 def _reply(ctx: CommandContext, *segments: Segment, private: bool) -> Reply:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ValidationError
 
-from brain.commands import HELP_TEXT, Command, CommandContext, parse_command, run_command
+from brain.commands import Command, CommandContext, parse_command, plain_answer, run_command
 from brain.errors import ModelError
 from brain.memory.consolidate import Consolidator
 from brain.memory.recall import EntryId, Recall, Recalled
@@ -164,7 +164,7 @@ class Brain:
             return []
 
         if created and self.memory is not None and stored.text.strip():
-            await self._index(stored, scope=scope)
+            await self.memory.recall.index_message(stored, scope=scope)
 
         if not inbound.to_bot:
             return []
@@ -195,19 +195,14 @@ class Brain:
             context=context,
         )
         answer = await self._generate(turns, on_token=on_token)
-        return [await self._persist_reply(inbound, stored, answer, private=False)]
+        return [await self._persist_reply(inbound, stored, answer)]
 
     async def _command(
         self, command: Command, inbound: Inbound, *, person: Person, scope: str
     ) -> list[Reply]:
         memory = self.memory
         if memory is None:
-            if command.name in {"help", "start"}:
-                text = HELP_TEXT
-            elif command.name == "memory":
-                text = "Long-term memory is switched off here."
-            else:
-                text = f"Unknown command /{command.name}. Try /help."
+            text = plain_answer(command) or "Long-term memory is switched off here."
             return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
         consolidator = memory.consolidator
 
@@ -235,14 +230,6 @@ class Brain:
         return await run_command(command, ctx)
 
     # long-term memory ---------------------------------------------------------------
-
-    async def _index(self, stored: StoredMessage, *, scope: str) -> None:
-        assert self.memory is not None
-        recent = await self.store.recent_messages(stored.chat, limit=2)
-        previous = next(
-            (m for m in reversed(recent) if m.id < stored.id and m.role == "user"), None
-        )
-        await self.memory.recall.index_message(stored, scope=scope, previous=previous)
 
     async def recall(
         self,
@@ -273,11 +260,10 @@ class Brain:
         if seen_start != started:  # a new conversation: everything may be recalled again
             already = set()
         exclude = already | {("message", m.id) for m in window}
-        queries = [inbound.text]
-        asked = await self._model_recall_query(inbound, window=window)
-        cfg = self.config
+        searches = [(inbound.text, self.config.recall_k)]
+        searches += await self._model_recall_query(inbound, window=window)
         found: list[Recalled] = []
-        for query, k in [(q, cfg.recall_k) for q in queries] + asked:
+        for query, k in searches:
             for item in await self.recall(query, scopes=[scope], k=k, exclude=exclude):
                 found.append(item)
                 exclude.add(item.entry_id)
@@ -352,9 +338,7 @@ class Brain:
             text = "".join(pieces)
         return text.strip() or EMPTY_ANSWER
 
-    async def _persist_reply(
-        self, inbound: Inbound, stored: StoredMessage, answer: str, *, private: bool
-    ) -> Reply:
+    async def _persist_reply(self, inbound: Inbound, stored: StoredMessage, answer: str) -> Reply:
         await self.store.add_message(
             NewMessage(
                 chat=inbound.chat,
@@ -371,8 +355,7 @@ class Brain:
             chat=inbound.chat,
             segments=(Text(text=answer),),
             reply_to=inbound.id,
-            private=private,
         )
 
 
-__all__ = ["Brain", "BrainConfig", "ChatLocks", "Person"]
+__all__ = ["Brain", "BrainConfig", "ChatLocks", "LongTermMemory"]

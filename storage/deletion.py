@@ -113,8 +113,8 @@ async def rekey_neighbours(s: AsyncSession, chat_id: int, gone: list[int]) -> No
         i = at[mid]
         key_row.key_text = message_key(
             found[i],
+            at=found[i].sent_at,
             previous=found[i - 1] if i > 0 else None,
             following=found[i + 1] if i + 1 < len(found) else None,
         )
-        key_row.embedding = None  # re-embedded from the new key when next loaded
-        s.add(key_row)
+        s.add(key_row)  # the embedding is of the turn alone and stays

@@ -79,12 +79,8 @@ class SqlLongTermStore:
                 )
                 for key, msg in keyed
             ]
-            memories = await self._memories(s, [col(MemoryRow.scope) == scope])
-            rows = {
-                r.id: r
-                for r in (await s.exec(select(MemoryRow).where(MemoryRow.scope == scope))).all()
-            }
-        for mem in memories:
+            memories = await self._memory_pairs(s, [col(MemoryRow.scope) == scope])
+        for mem, embedding in memories:
             entries.append(
                 IndexEntry(
                     kind="memory",
@@ -95,7 +91,7 @@ class SqlLongTermStore:
                     source_message_ids=mem.source_message_ids,
                     author_id=mem.about[0] if mem.about else None,
                     at=mem.updated_at,
-                    embedding=rows[mem.id].embedding,
+                    embedding=embedding,
                 )
             )
         return entries
@@ -103,6 +99,12 @@ class SqlLongTermStore:
     # L1 memories ---------------------------------------------------------------------
 
     async def _memories(self, s: AsyncSession, where: Sequence[object]) -> list[Memory]:
+        return [memory for memory, _ in await self._memory_pairs(s, where)]
+
+    async def _memory_pairs(
+        self, s: AsyncSession, where: Sequence[object]
+    ) -> list[tuple[Memory, bytes | None]]:
+        """Memories with their stored embeddings, read in one pass over the rows."""
         rows = (
             await s.exec(select(MemoryRow).where(*where).order_by(col(MemoryRow.id)))  # type: ignore[arg-type]
         ).all()
@@ -120,17 +122,20 @@ class SqlLongTermStore:
         ).all():
             sources.setdefault(src.memory_id, []).append(src.message_id)
         return [
-            Memory(
-                id=r.id or 0,
-                scope=r.scope,
-                text=r.text,
-                about=tuple(sorted(about.get(r.id or 0, []))),
-                source_message_ids=tuple(sorted(sources.get(r.id or 0, []))),
-                importance=r.importance,
-                created_at=r.created_at,
-                updated_at=r.updated_at,
-                last_recalled_at=r.last_recalled_at,
-                recall_count=r.recall_count,
+            (
+                Memory(
+                    id=r.id or 0,
+                    scope=r.scope,
+                    text=r.text,
+                    about=tuple(sorted(about.get(r.id or 0, []))),
+                    source_message_ids=tuple(sorted(sources.get(r.id or 0, []))),
+                    importance=r.importance,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                    last_recalled_at=r.last_recalled_at,
+                    recall_count=r.recall_count,
+                ),
+                r.embedding,
             )
             for r in rows
         ]
@@ -210,16 +215,7 @@ class SqlLongTermStore:
 
     async def memory_embeddings(self, scope: str) -> list[tuple[Memory, bytes | None]]:
         async with self.db.session() as s:
-            memories = await self._memories(s, [col(MemoryRow.scope) == scope])
-            vectors = {
-                r[0]: r[1]
-                for r in (
-                    await s.exec(
-                        select(MemoryRow.id, MemoryRow.embedding).where(MemoryRow.scope == scope)
-                    )
-                ).all()
-            }
-        return [(m, vectors.get(m.id)) for m in memories]
+            return await self._memory_pairs(s, [col(MemoryRow.scope) == scope])
 
     async def memories_about(self, person_id: int, *, offset: int, limit: int) -> list[Memory]:
         async with self.db.session() as s:

@@ -34,7 +34,6 @@ class World:
     bob: Person
     consolidated: list[ChatRef] = field(default_factory=list)
     rewritten: list[int] = field(default_factory=list)
-    _last: dict[ChatRef, StoredMessage] = field(default_factory=dict)
     _minutes: int = 0
 
     def scope(self, person: Person, chat: ChatRef = DM) -> str:
@@ -68,10 +67,7 @@ class World:
             )
         )
         human = person or (self.alice if chat == DM else self.bob)
-        await self.recall.index_message(
-            msg, scope=scope_of(chat, person_id=human.id), previous=self._last.get(chat)
-        )
-        self._last[chat] = msg
+        await self.recall.index_message(msg, scope=scope_of(chat, person_id=human.id))
         return msg
 
     async def remember(

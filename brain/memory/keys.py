@@ -8,8 +8,18 @@ turn itself.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
-from brain.ports import StoredMessage
+
+class Turn(Protocol):
+    """A neighbouring turn: who spoke and what (a StoredMessage or an IndexEntry)."""
+
+    @property
+    def author_name(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
 
 NEIGHBOUR_CHARS = 300
 # e5 reads at most 512 tokens; the lexical key of a huge message is cut too.
@@ -26,12 +36,14 @@ def _clip(text: str, limit: int) -> str:
 
 
 def message_key(
-    message: StoredMessage,
+    message: Turn,
     *,
-    previous: StoredMessage | None,
-    following: StoredMessage | None = None,
+    at: datetime,
+    previous: Turn | None,
+    following: Turn | None = None,
 ) -> str:
-    parts = [f"{day_text(message.sent_at)}."]
+    """The lexical key of `message`, said at `at`, between its neighbouring turns."""
+    parts = [f"{day_text(at)}."]
     if previous is not None:
         parts.append(f"{previous.author_name or 'Tomo'}: {_clip(previous.text, NEIGHBOUR_CHARS)}")
     parts.append(f"{message.author_name or 'Tomo'}: {_clip(message.text, KEY_CHARS)}")

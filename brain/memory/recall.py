@@ -21,7 +21,6 @@ from brain.memory.keys import dense_text, message_key, shown_text
 from brain.memory.lexical import BM25, tokenize
 from brain.memory.types import IndexEntry
 from brain.memory.vectors import Vector, from_bytes, to_bytes
-from brain.messages import ChatRef
 from brain.ports import Embedder, LongTermStore, StoredMessage
 
 EntryId = tuple[str, int]  # ("message" | "memory", id)
@@ -91,6 +90,19 @@ class _ScopeIndex:
         self._names = None
         self._neighbours = None
 
+    def latest_before(self, message_id: int) -> IndexEntry | None:
+        """The live message entry with the greatest id below `message_id`."""
+        best: IndexEntry | None = None
+        for i, entry in enumerate(self.entries):
+            if (
+                entry.kind == "message"
+                and self.alive[i]
+                and entry.id < message_id
+                and (best is None or entry.id > best.id)
+            ):
+                best = entry
+        return best
+
     @property
     def neighbours(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """For each entry, the positions of the previous and next live message (or -1)."""
@@ -133,9 +145,6 @@ def _zscore(values: Vector) -> Vector:
         return np.zeros_like(values)
     out: Vector = ((values - values.mean()) / std).astype(np.float32)
     return out
-
-
-_NO_CHAT = ChatRef(platform="console", chat_id="-", kind="dm")
 
 
 def _entry(message: StoredMessage, *, scope: str, key: str) -> IndexEntry:
@@ -198,8 +207,10 @@ class Recall:
             if cached is not None:
                 return cached
             entries = await self.store.index_entries(scope)
-            index = _ScopeIndex(dims=self.embedder.dims)
-            missing = [e for e in entries if e.embedding is None]
+            dims = self.embedder.dims
+            index = _ScopeIndex(dims=dims, bm25=BM25(k1=self.config.bm25_k1, b=self.config.bm25_b))
+            # Entries without a vector, or with one of another embedder, are embedded now.
+            missing = [e for e in entries if e.embedding is None or len(e.embedding) != 4 * dims]
             fresh: dict[EntryId, Vector] = {}
             if missing:
                 vectors = await self.embedder.embed(
@@ -212,34 +223,27 @@ class Recall:
                 if vector is None:
                     assert entry.embedding is not None
                     vector = from_bytes(entry.embedding)
-                if vector.shape != (index.dims,):
-                    vector = (await self.embedder.embed([_dense_text(entry)], kind="passage"))[0]
                 index.add(entry, vector)
             self._keep(scope, index)
             self._loading.pop(scope, None)
             return index
 
-    async def index_message(
-        self,
-        message: StoredMessage,
-        *,
-        scope: str,
-        previous: StoredMessage | None,
-    ) -> None:
+    async def index_message(self, message: StoredMessage, *, scope: str) -> None:
         """Index `message`: embed its words once, key it with its context, store both.
 
         The dense vector is of the message alone ("speaker: words"), computed once; the
-        lexical key adds the date and the neighbouring turns. With `index_next_turn`,
-        the previous message's key is rewritten to include this one as its following
-        turn (text only, no new embedding).
+        lexical key adds the date and the neighbouring turns of the scope's index. With
+        `index_next_turn`, the previous message's key is rewritten to include this one
+        as its following turn (text only, no new embedding).
         """
         index = await self._index(scope)
+        previous = index.latest_before(message.id)
         vector = (
             await self.embedder.embed(
                 [dense_text(message.author_name, message.text)], kind="passage"
             )
         )[0]
-        key = message_key(message, previous=previous)
+        key = message_key(message, at=message.sent_at, previous=previous)
         await self.store.put_message_key(
             message.id, scope=scope, key=key, embedding=to_bytes(vector)
         )
@@ -247,41 +251,14 @@ class Recall:
         self._trim()
         if not self.config.index_next_turn or previous is None:
             return
-        pos = index.position.get(("message", previous.id))
-        if pos is None:
-            return
-        before = self._previous_of(index, pos)
-        prev_key = message_key(previous, previous=before, following=message)
+        prev_key = message_key(
+            previous, at=previous.at, previous=index.latest_before(previous.id), following=message
+        )
         await self.store.put_message_key(
             previous.id, scope=scope, key=prev_key, embedding=None, keep_embedding=True
         )
-        index.add(_entry(previous, scope=scope, key=prev_key), index.rows[pos])
-
-    @staticmethod
-    def _previous_of(index: _ScopeIndex, pos: int) -> StoredMessage | None:
-        """The live message entry just before the one at `pos` (by message id)."""
-        target = index.entries[pos]
-        best: IndexEntry | None = None
-        for i, entry in enumerate(index.entries):
-            if (
-                entry.kind == "message"
-                and index.alive[i]
-                and entry.id < target.id
-                and (best is None or entry.id > best.id)
-            ):
-                best = entry
-        if best is None:
-            return None
-        return StoredMessage(
-            id=best.id,
-            chat=_NO_CHAT,
-            author_id=best.author_id,
-            author_name=best.author_name,
-            role="user",
-            platform_message_id=None,
-            text=best.text,
-            sent_at=best.at,
-        )
+        pos = index.position[("message", previous.id)]
+        index.add(previous.model_copy(update={"key": prev_key}), index.rows[pos])
 
     async def search(
         self,
@@ -313,7 +290,6 @@ class Recall:
             candidates = np.flatnonzero(alive)
             if candidates.size == 0:
                 continue
-            index.bm25.k1, index.bm25.b = cfg.bm25_k1, cfg.bm25_b
             lexical_all = index.bm25.scores(qtokens)
             if cfg.prf_docs > 0:
                 lexical_all = self._feedback(index, qtokens, lexical_all, alive)

@@ -39,9 +39,9 @@ async def test_search_never_leaves_its_scopes(store: SqlMemoryStore) -> None:
     dm_scope = scope_of(DM, person_id=alice.id)
     group_scope = scope_of(GROUP, person_id=bob.id)
     secret = await say(store, alice, "my password hint is purple giraffe", chat=DM, n=1)
-    await recall.index_message(secret, scope=dm_scope, previous=None)
+    await recall.index_message(secret, scope=dm_scope)
     public = await say(store, bob, "I saw a giraffe at the zoo", chat=GROUP, n=2)
-    await recall.index_message(public, scope=group_scope, previous=None)
+    await recall.index_message(public, scope=group_scope)
 
     in_group = await recall.search("purple giraffe password", scopes=[group_scope], k=10)
     assert [r.entry.id for r in in_group] == [public.id]
@@ -63,9 +63,9 @@ async def test_keys_carry_neighbours_and_items_cite_one_turn(store: SqlMemorySto
     q = await say(store, bob, "Where did you go for your holiday?", chat=GROUP, n=1)
     a = await say(store, alice, "Lisbon, it was lovely", chat=GROUP, n=2)
     c = await say(store, bob, "Nice! I love custard tarts", chat=GROUP, n=3)
-    await recall.index_message(q, scope=scope, previous=None)
-    await recall.index_message(a, scope=scope, previous=q)
-    await recall.index_message(c, scope=scope, previous=a)
+    await recall.index_message(q, scope=scope)
+    await recall.index_message(a, scope=scope)
+    await recall.index_message(c, scope=scope)
     keys = {e.id: e.key for e in await lt.index_entries(scope)}
     assert "holiday" in keys[a.id]  # previous turn
     assert "custard" in keys[a.id]  # following turn, added when it arrived
@@ -81,7 +81,7 @@ async def test_exclude_and_memories(store: SqlMemoryStore) -> None:
     alice = await store.resolve_person(ALICE, seen_at=T0)
     scope = scope_of(DM, person_id=alice.id)
     said = await say(store, alice, "My sister May lives in Osaka", chat=DM, n=1)
-    await recall.index_message(said, scope=scope, previous=None)
+    await recall.index_message(said, scope=scope)
     memory = await lt.add_memory(
         NewMemory(
             scope=scope,
@@ -109,7 +109,7 @@ async def test_cached_scopes_are_bounded(store: SqlMemoryStore) -> None:
         chat = GROUP.model_copy(update={"chat_id": f"-{n}"})
         scope = scope_of(chat, person_id=alice.id)
         said = await say(store, alice, f"note number {n}", chat=chat, n=n)
-        await recall.index_message(said, scope=scope, previous=None)
+        await recall.index_message(said, scope=scope)
         scopes.append(scope)
     assert recall.cached_scopes() == scopes[1:]  # the oldest went
     [hit] = await recall.search("note number", scopes=[scopes[0]], k=1)  # reloads it
