@@ -1,0 +1,49 @@
+"""Raw audio as the speech engines see it: mono float32 samples at a known rate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from brain.errors import InputError
+
+
+class AudioError(InputError):
+    """Audio that cannot be used: corrupt, empty, silent, too long, unknown container."""
+
+
+@dataclass(frozen=True, eq=False)
+class Pcm:
+    """Mono audio: float32 samples in [-1, 1] at `rate` Hz."""
+
+    samples: npt.NDArray[np.float32]
+    rate: int
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 1:
+            raise ValueError("Pcm holds mono audio: a 1-D array of samples")
+        if self.samples.dtype != np.float32:
+            raise ValueError("Pcm samples are float32")
+        if self.rate <= 0:
+            raise ValueError("sample rate must be positive")
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.rate
+
+    @classmethod
+    def from_int16(cls, samples: npt.NDArray[np.int16], rate: int) -> Pcm:
+        return cls((samples.astype(np.float32) / 32768.0).reshape(-1), rate)
+
+    def to_int16(self) -> npt.NDArray[np.int16]:
+        return (np.clip(self.samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+    def rms(self) -> float:
+        if len(self.samples) == 0:
+            return 0.0
+        return float(np.sqrt(np.mean(np.square(self.samples, dtype=np.float64))))
+
+
+__all__ = ["AudioError", "Pcm"]
