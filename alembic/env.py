@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine, pool
 
 from alembic import context
+from storage.migrate import include_object
 from storage.tables import metadata
 
 config = context.config
@@ -28,6 +29,7 @@ def run_migrations_offline() -> None:
     context.configure(
         url=url,
         target_metadata=metadata,
+        include_object=include_object,
         literal_binds=True,
         render_as_batch=url.startswith("sqlite"),
     )
@@ -42,6 +44,7 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=metadata,
+            include_object=include_object,
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import insert, text
+from sqlmodel import col
 
 from bots.bench import percentile
-from brain.memory.recall import Recall
+from brain.memory.recall import Recall, RecallConfig
 from brain.memory.vectors import Vector, normalize
+from storage import pgvector
 from storage.database import Database
 from storage.longterm import SqlLongTermStore
 from storage.migrate import upgrade
@@ -48,7 +50,11 @@ class FixedEmbedder:
         return normalize(np.asarray(rows, dtype=np.float32).reshape(len(texts), DIMS))
 
 
-async def _fill(db: Database, *, total: int, scope_sizes: tuple[int, int], seed: int) -> list[str]:
+async def _fill(
+    db: Database, *, total: int, scope_sizes: tuple[int, int], seed: int, vector_index_min: int
+) -> list[str]:
+    """Fill `db`; on Postgres also the pgvector column, and the HNSW index of each scope
+    large enough for one (as recall would make it when the scope grew past the size)."""
     rng = np.random.default_rng(seed)
     pyrng = random.Random(seed)
     now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -74,8 +80,21 @@ async def _fill(db: Database, *, total: int, scope_sizes: tuple[int, int], seed:
                 for i in range(n)
             ]
             async with db.engine.begin() as conn:
-                await conn.execute(insert(MemoryRow), rows)
+                returning = insert(MemoryRow).returning(
+                    col(MemoryRow.id), sort_by_parameter_order=True
+                )
+                ids = list((await conn.execute(returning, rows)).scalars())
+                if db.dialect == "postgresql":
+                    await conn.execute(
+                        text("UPDATE memory SET vec = CAST(:v AS vector) WHERE id = :id"),
+                        [
+                            {"id": row_id, "v": pgvector.literal(row["embedding"])}
+                            for row_id, row in zip(ids, rows, strict=True)
+                        ],
+                    )
         made += size
+        if size >= vector_index_min:
+            await SqlLongTermStore(db).ensure_vector_index(scope, dims=DIMS)
     return scopes
 
 
@@ -88,9 +107,16 @@ async def recall_latency(
             await asyncio.to_thread(upgrade, the_url)
             db = Database(the_url)
             t0 = time.perf_counter()
-            scopes = await _fill(db, total=total, scope_sizes=(1000, 10000), seed=seed)
+            config = RecallConfig()
+            scopes = await _fill(
+                db,
+                total=total,
+                scope_sizes=(1000, 10000),
+                seed=seed,
+                vector_index_min=config.vector_index_min_entries,
+            )
             fill_s = time.perf_counter() - t0
-            recall = Recall(store=SqlLongTermStore(db), embedder=FixedEmbedder())
+            recall = Recall(store=SqlLongTermStore(db), embedder=FixedEmbedder(), config=config)
             rng = random.Random(seed)
             cold: list[float] = []
             warm: list[float] = []
@@ -101,7 +127,7 @@ async def recall_latency(
                 t = time.perf_counter()
                 await recall.search(query, scopes=[scope], k=10)
                 (cold if fresh else warm).append((time.perf_counter() - t) * 1000)
-            backend = db.dialect
+            backend = db.dialect + ("+pgvector" if db.dialect == "postgresql" else "+numpy")
             if url is not None:
                 async with db.engine.begin() as conn:
                     await conn.execute(MemoryRow.__table__.delete())  # type: ignore[attr-defined]

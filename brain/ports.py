@@ -209,6 +209,24 @@ class LongTermStore(Protocol):
         """Every recallable item of one scope: keyed messages and L1 memories."""
         ...
 
+    async def put_embeddings(self, items: Sequence[tuple[str, int, bytes]]) -> None:
+        """Store new embeddings, (kind, id, float32 bytes), of entries whose text stays."""
+        ...
+
+    # Stores that search vectors themselves (Postgres + pgvector) say so here; recall
+    # then asks them instead of holding the scope's vectors in memory.
+    native_vectors: bool
+
+    async def dense_search(
+        self, scope: str, query: Sequence[float], *, limit: int
+    ) -> list[tuple[str, int, float]]:
+        """The `limit` entries of `scope` nearest to `query`: (kind, id, cosine)."""
+        ...
+
+    async def ensure_vector_index(self, scope: str, *, dims: int) -> None:
+        """Give a large scope an approximate-nearest-neighbour index (if supported)."""
+        ...
+
     # L1 memories -----------------------------------------------------------------
     async def add_memory(self, memory: NewMemory) -> Memory: ...
 

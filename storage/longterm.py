@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Summary
 from brain.messages import ChatRef
 from brain.ports import ForgetReport, StoredMessage
+from storage import pgvector
 from storage.database import Database, chat_ref, load_messages
 from storage.db import translate
 from storage.deletion import delete_memories, delete_messages
@@ -32,6 +33,8 @@ from storage.tables import (
 class SqlLongTermStore:
     def __init__(self, database: Database) -> None:
         self.db = database
+        # Postgres searches vectors itself (pgvector); SQLite leaves it to recall.
+        self.native_vectors = database.dialect == "postgresql"
 
     # the recall index ----------------------------------------------------------------
 
@@ -52,6 +55,47 @@ class SqlLongTermStore:
             if not keep_embedding:
                 row.embedding = embedding
             s.add(row)
+            if self.native_vectors and not keep_embedding:
+                await s.flush()
+                await pgvector.set_vector(
+                    s, table="message_key", row_id=message_id, embedding=embedding
+                )
+            await s.commit()
+
+    async def put_embeddings(self, items: Sequence[tuple[str, int, bytes]]) -> None:
+        """Store new embeddings of entries, (kind, id, float32 bytes); text unchanged."""
+        if not items:
+            return
+        async with self.db.session() as s:
+            for kind, row_id, embedding in items:
+                table = "message_key" if kind == "message" else "memory"
+                row_col = MessageKeyRow.message_id if kind == "message" else MemoryRow.id
+                model = MessageKeyRow if kind == "message" else MemoryRow
+                await s.exec(
+                    update(model).where(col(row_col) == row_id).values(embedding=embedding)
+                )
+                if self.native_vectors:
+                    await pgvector.set_vector(s, table=table, row_id=row_id, embedding=embedding)
+            await s.commit()
+
+    async def dense_search(
+        self, scope: str, query: Sequence[float], *, limit: int
+    ) -> list[tuple[str, int, float]]:
+        """The nearest entries of `scope` by cosine similarity (Postgres only)."""
+        if not self.native_vectors:
+            raise NotImplementedError("dense_search needs Postgres with pgvector")
+        try:
+            async with self.db.engine.begin() as conn:
+                return await pgvector.search(conn, scope=scope, query=query, limit=limit)
+        except SQLAlchemyError as exc:
+            raise translate(exc, url=self.db.url) from None
+
+    async def ensure_vector_index(self, scope: str, *, dims: int) -> None:
+        """Give a large scope its own HNSW index (Postgres; idempotent)."""
+        if not self.native_vectors:
+            return
+        async with self.db.session() as s:
+            await pgvector.ensure_index(s, scope=scope, dims=dims)
             await s.commit()
 
     async def index_entries(self, scope: str) -> list[IndexEntry]:
@@ -153,6 +197,10 @@ class SqlLongTermStore:
             s.add(row)
             await s.flush()
             assert row.id is not None
+            if self.native_vectors and memory.embedding is not None:
+                await pgvector.set_vector(
+                    s, table="memory", row_id=row.id, embedding=memory.embedding
+                )
             for pid in sorted(set(memory.about)):
                 s.add(MemoryAboutRow(memory_id=row.id, person_id=pid))
             for mid in sorted(set(memory.source_message_ids)):
@@ -189,6 +237,9 @@ class SqlLongTermStore:
             if embedding is not None:
                 row.embedding = embedding
             s.add(row)
+            if self.native_vectors and embedding is not None:
+                await s.flush()
+                await pgvector.set_vector(s, table="memory", row_id=memory_id, embedding=embedding)
             known = set(
                 (
                     await s.exec(

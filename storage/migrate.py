@@ -10,11 +10,22 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import SQLAlchemyError
 
+import storage.pgvector  # noqa: F401  (registers pgvector's type for schema reflection)
 from alembic import command
 from brain.errors import StorageError
 from storage.db import sqlite_path, sync_url, translate
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent.parent / "alembic"
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """What Alembic compares with the models: all but the Postgres-only pgvector parts
+    (the `vec` columns and the per-scope HNSW indexes, see storage/pgvector.py)."""
+    if type_ == "column" and name == "vec" and reflected and compare_to is None:
+        return False
+    return not (type_ == "index" and (name or "").startswith("ix_vec_"))
 
 
 def alembic_config(url: str) -> Config:

@@ -44,6 +44,10 @@ class RecallConfig:
     prf_weight: float = 0.3
     # Scope indexes kept in memory (entries in all); the least recently used go first.
     max_cached_entries: int = 300_000
+    # Stores that search vectors themselves (Postgres + pgvector): how many nearest
+    # entries to ask for, and the scope size from which a scope gets its own ANN index.
+    dense_candidates: int = 100
+    vector_index_min_entries: int = 1_000
 
 
 class Recalled(BaseModel):
@@ -66,9 +70,11 @@ class Recalled(BaseModel):
 @dataclass
 class _ScopeIndex:
     dims: int
+    # native: the store searches the vectors (rows stay empty, nothing held in memory)
+    native: bool = False
     entries: list[IndexEntry] = field(default_factory=list)
     alive: list[bool] = field(default_factory=list)
-    rows: list[Vector] = field(default_factory=list)
+    rows: list[Vector | None] = field(default_factory=list)
     position: dict[EntryId, int] = field(default_factory=dict)
     bm25: BM25 = field(default_factory=BM25)
     names: list[str] = field(default_factory=list)
@@ -76,14 +82,14 @@ class _ScopeIndex:
     _names: npt.NDArray[np.str_] | None = None
     _neighbours: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
 
-    def add(self, entry: IndexEntry, vector: Vector) -> None:
+    def add(self, entry: IndexEntry, vector: Vector | None) -> None:
         old = self.position.get((entry.kind, entry.id))
         if old is not None:
             self.alive[old] = False
         self.position[(entry.kind, entry.id)] = len(self.entries)
-        self.entries.append(entry)
+        self.entries.append(entry.model_copy(update={"embedding": None}))
         self.alive.append(True)
-        self.rows.append(vector)
+        self.rows.append(None if self.native else vector)
         self.bm25.add(tokenize(entry.key))
         self.names.append(entry.author_name.lower())
         self._matrix = None
@@ -129,9 +135,11 @@ class _ScopeIndex:
     @property
     def matrix(self) -> Vector:
         if self._matrix is None:
+            rows = [r for r in self.rows if r is not None]
+            assert len(rows) == len(self.rows), "a native index keeps no vectors"
             self._matrix = (
-                np.vstack(self.rows).astype(np.float32)
-                if self.rows
+                np.vstack(rows).astype(np.float32)
+                if rows
                 else np.zeros((0, self.dims), dtype=np.float32)
             )
         return self._matrix
@@ -176,6 +184,8 @@ class Recall:
         # Least recently used first; bounded by config.max_cached_entries.
         self._scopes: OrderedDict[str, _ScopeIndex] = OrderedDict()
         self._loading: dict[str, asyncio.Lock] = {}
+        self._native = store.native_vectors
+        self._vector_indexed: set[str] = set()
 
     def cached_scopes(self) -> list[str]:
         """The scopes whose index is in memory, least recently used first."""
@@ -208,8 +218,13 @@ class Recall:
                 return cached
             entries = await self.store.index_entries(scope)
             dims = self.embedder.dims
-            index = _ScopeIndex(dims=dims, bm25=BM25(k1=self.config.bm25_k1, b=self.config.bm25_b))
-            # Entries without a vector, or with one of another embedder, are embedded now.
+            index = _ScopeIndex(
+                dims=dims,
+                native=self._native,
+                bm25=BM25(k1=self.config.bm25_k1, b=self.config.bm25_b),
+            )
+            # Entries without a vector, or with one of another embedder, are embedded
+            # now and the vectors stored, so that this happens once.
             missing = [e for e in entries if e.embedding is None or len(e.embedding) != 4 * dims]
             fresh: dict[EntryId, Vector] = {}
             if missing:
@@ -217,16 +232,30 @@ class Recall:
                     [_dense_text(e) for e in missing], kind="passage"
                 )
                 fresh = {(e.kind, e.id): v for e, v in zip(missing, vectors, strict=True)}
+                await self.store.put_embeddings(
+                    [(kind, eid, to_bytes(v)) for (kind, eid), v in fresh.items()]
+                )
             for entry in entries:
                 eid = (entry.kind, entry.id)
                 vector = fresh.get(eid)
-                if vector is None:
+                if vector is None and not index.native:
                     assert entry.embedding is not None
                     vector = from_bytes(entry.embedding)
                 index.add(entry, vector)
+            await self._maybe_vector_index(scope, index)
             self._keep(scope, index)
             self._loading.pop(scope, None)
             return index
+
+    async def _maybe_vector_index(self, scope: str, index: _ScopeIndex) -> None:
+        """A native store gets an ANN index for a scope once the scope is large."""
+        if (
+            index.native
+            and scope not in self._vector_indexed
+            and len(index.entries) >= self.config.vector_index_min_entries
+        ):
+            await self.store.ensure_vector_index(scope, dims=index.dims)
+            self._vector_indexed.add(scope)
 
     async def index_message(self, message: StoredMessage, *, scope: str) -> None:
         """Index `message`: embed its words once, key it with its context, store both.
@@ -248,6 +277,7 @@ class Recall:
             message.id, scope=scope, key=key, embedding=to_bytes(vector)
         )
         index.add(_entry(message, scope=scope, key=key), vector)
+        await self._maybe_vector_index(scope, index)
         self._trim()
         if not self.config.index_next_turn or previous is None:
             return
@@ -279,7 +309,7 @@ class Recall:
         qwords = {w.lower().strip("?!.,;:\"'") for w in query.replace("'s", " ").split()}
         cfg = self.config
         found: list[Recalled] = []
-        for index in indexes:
+        for scope, index in zip(scopes, indexes, strict=True):
             if not index.entries:
                 continue
             alive = np.array(index.alive, dtype=bool)
@@ -294,7 +324,10 @@ class Recall:
             if cfg.prf_docs > 0:
                 lexical_all = self._feedback(index, qtokens, lexical_all, alive)
             lexical = lexical_all[candidates]
-            dense_all = (index.matrix @ qvec).astype(np.float32)
+            if index.native:
+                dense_all = await self._native_dense(scope, index, qvec, excluded=len(exclude))
+            else:
+                dense_all = (index.matrix @ qvec).astype(np.float32)
             if cfg.neighbour_weight:
                 prev, nxt = index.neighbours
                 padded = np.append(dense_all, np.float32(dense_all.mean()))
@@ -310,6 +343,24 @@ class Recall:
             )
         found.sort(key=lambda r: -r.score)
         return found[:k]
+
+    async def _native_dense(
+        self, scope: str, index: _ScopeIndex, qvec: Vector, *, excluded: int
+    ) -> Vector:
+        """Dense scores from the store's own vector search (pgvector).
+
+        Only the nearest `dense_candidates` come back; every other entry gets the lowest
+        score seen, which is what it would at most have had among those.
+        """
+        limit = self.config.dense_candidates + excluded
+        hits = await self.store.dense_search(scope, qvec.tolist(), limit=limit)
+        floor = min((sim for _, _, sim in hits), default=0.0)
+        dense = np.full(len(index.entries), floor, dtype=np.float32)
+        for kind, row_id, sim in hits:
+            pos = index.position.get((kind, row_id))
+            if pos is not None:
+                dense[pos] = sim
+        return dense
 
     def _feedback(
         self,

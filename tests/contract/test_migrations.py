@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool, text
 
 from storage.db import sync_url
-from storage.migrate import current_revision, head_revision, upgrade
+from storage.migrate import current_revision, head_revision, include_object, upgrade
 from storage.tables import metadata
 
 
@@ -16,7 +16,10 @@ def test_migrations_reach_head_and_match_the_models(db_url: str) -> None:
     engine = create_engine(sync_url(db_url), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"include_object": include_object}),
+                metadata,
+            )
     finally:
         engine.dispose()
     assert diff == []
