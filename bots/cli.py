@@ -180,6 +180,24 @@ def bench_recall(
     _run(recall_latency(url=database_url, totals=sizes, queries=queries))
 
 
+@bench_app.command("speech")
+def bench_speech(
+    runs: Annotated[int, typer.Option(min=1, help="Runs of each; medians reported.")] = 5,
+    stt_model: Annotated[
+        Path | None,
+        typer.Option(help="A CTranslate2 Whisper model folder; default the bundled tiny.en."),
+    ] = None,
+    tts_voice: Annotated[
+        Path | None,
+        typer.Option(help="A piper .onnx voice (.onnx.json beside it); default the bundled one."),
+    ] = None,
+) -> None:
+    """Speech to text real-time factor, text to speech seconds for 20 words, codec times."""
+    from bots.bench_speech import run_speech_bench
+
+    run_speech_bench(runs=runs, stt_model=stt_model, tts_voice=tts_voice)
+
+
 @bench_app.command("startup")
 def bench_startup(
     repeats: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 5,

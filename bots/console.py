@@ -19,7 +19,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from brain.errors import InputError, TomoError
-from brain.messages import ChatRef, Document, Inbound, PersonRef, Text
+from brain.messages import ChatRef, Document, Inbound, PersonRef, Text, Voice
 from brain.mind import Brain
 from brain.ports import BlobStore, Clock
 
@@ -56,6 +56,7 @@ class ConsoleChat:
         self._sending: asyncio.Future[bool] | None = None
         self._main: asyncio.Task[object] | None = None
         self._interrupted = False
+        self._voice_count = 0
 
     def banner(self) -> str:
         return f"{self.persona_name} is here. Type a message; /quit or Ctrl-D leaves."
@@ -112,13 +113,30 @@ class ConsoleChat:
         if started:
             self.out.write("\n")
             self.out.flush()
+            for reply in replies:  # what came after the streamed answer: notes, voice
+                for seg in reply.segments[1:]:
+                    if isinstance(seg, Text):
+                        self._say(seg.text)
         else:
             for reply in replies:  # commands answer without streaming
                 self._say(f"{self.persona_name}: {reply.text}")
-                for seg in reply.segments:
-                    if isinstance(seg, Document):
-                        await self._save(seg)
+        for reply in replies:
+            for seg in reply.segments:
+                if isinstance(seg, Document):
+                    await self._save(seg)
+                elif isinstance(seg, Voice):
+                    await self._save_voice(seg)
         return True
+
+    async def _save_voice(self, voice: Voice) -> None:
+        """A voice reply: a copy goes to the downloads folder, to play with any player."""
+        if self.blobs is None or self.downloads is None:
+            return
+        data = await self.blobs.get(voice.blob_key)
+        self._voice_count += 1
+        target = self.downloads / f"voice-{self._voice_count:03d}.ogg"
+        await asyncio.to_thread(_write_file, target, data)
+        self._say(f"(voice note, {voice.duration_s:.1f} s: {target})")
 
     async def _save(self, doc: Document) -> None:
         """A file the brain hands over (an export) is written to the downloads folder."""

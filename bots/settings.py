@@ -80,6 +80,29 @@ class MemorySettings(_Section):
     max_prompt_chars: int = Field(default=6000, ge=500)
 
 
+class STTSettings(_Section):
+    # Voice notes in: faster-whisper. Unset model: the bundled tiny.en (English only).
+    enabled: bool = True
+    model: Path | None = None  # any local faster-whisper (CTranslate2) model folder
+    language: str | None = None  # e.g. "de"; always set it for a non-English model
+    max_seconds: float = Field(default=300.0, gt=0)  # longer voice notes are refused
+    threads: int = Field(default=2, ge=1)
+
+
+class TTSSettings(_Section):
+    # Voice replies out. piper: the bundled en_US "joe" voice or TOMO_TTS__VOICE;
+    # espeak: espeak-ng (any language it knows); coqui: a local coqui-tts model (needs
+    # `pip install tomo[coqui]` with torch + torchaudio); off: text only.
+    backend: Literal["piper", "espeak", "coqui", "off"] = "piper"
+    voice: Path | None = None  # a piper .onnx voice (its .onnx.json beside it)
+    language: str | None = None  # reply language; piper falls back to espeak-ng if its
+    # voice does not speak it
+    espeak_voice: str = "en"
+    coqui_model: Path | None = None  # a local coqui-tts model folder (config.json inside)
+    coqui_speaker_wav: Path | None = None  # XTTS: a reference recording of the voice
+    threads: int = Field(default=2, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOMO_",
@@ -96,6 +119,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    stt: STTSettings = Field(default_factory=STTSettings)
+    tts: TTSSettings = Field(default_factory=TTSSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     qq: QQSettings = Field(default_factory=QQSettings)

@@ -17,6 +17,7 @@ from brain.memory.commands import memory_command
 from brain.memory.recall import Recall
 from brain.messages import ChatRef, Inbound, Reply, Segment, Text
 from brain.ports import BlobStore, Clock, LongTermStore, MemoryStore, Person
+from brain.speech.service import Speech
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,12 @@ HELP_TEXT = (
     "Commands:\n"
     "  /help            this text\n"
     "  /memory          what I remember about you: list, search, show, forget, export\n"
+    "  /voice on|off    answer you with voice as well as text (or just ask for it)\n"
     "In the terminal chat, /quit leaves."
 )
 
 # Other names a command may be called by (the name a person types -> the command).
-ALIASES = {"记忆": "memory", "記憶": "memory"}
+ALIASES = {"记忆": "memory", "記憶": "memory", "语音": "voice", "語音": "voice"}
 
 # Slashes a command may start with: ASCII, and the full-width one of CJK keyboards.
 _SLASHES = ("/", "\uff0f")
@@ -88,9 +90,33 @@ def plain_answer(command: Command) -> str | None:
     """The answer to a command that needs no memory; None for /memory."""
     if command.name in {"help", "start"}:
         return HELP_TEXT
-    if command.name == "memory":
+    if command.name in {"memory", "voice"}:
         return None
     return f"Unknown command /{command.name}. Try /help."
+
+
+VOICE_USAGE = "Usage: /voice on | /voice off | /voice (shows the setting)"
+
+
+async def voice_command(
+    args: tuple[str, ...], *, person: Person, store: MemoryStore, speech: Speech | None
+) -> str:
+    """`/voice on|off`: voice replies for this person, everywhere (stored with them)."""
+    if speech is None or not speech.can_speak:
+        return "I have no voice here: text-to-speech is not set up (see TOMO_TTS__*)."
+    choice = args[0].lower() if args else ""
+    if len(args) > 1 or choice not in {"", "on", "off"}:
+        return VOICE_USAGE
+    if choice == "":
+        state = "on" if person.voice_replies else "off"
+        return (
+            f"Voice replies are {state} for you. I also answer with voice when you send a "
+            f"voice note or ask for one.\n{VOICE_USAGE}"
+        )
+    person = await store.set_voice_replies(person.id, on=choice == "on")
+    if person.voice_replies:
+        return "Voice replies are on: I'll answer you with a voice note as well as text."
+    return "Voice replies are off: text only (unless you send a voice note or ask for one)."
 
 
 async def run_command(command: Command, ctx: CommandContext) -> list[Reply]:

@@ -68,6 +68,8 @@ class Voice(_Frozen):
     mime: str = "audio/ogg"
     duration_s: float = Field(ge=0)
     transcript: Utf8Str | None = None
+    # Discord's voice-message waveform: 256 amplitude bytes, base64 (set on replies).
+    waveform: str | None = None
 
 
 class Image(_Frozen):

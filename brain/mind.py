@@ -11,12 +11,19 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ValidationError
 
-from brain.commands import Command, CommandContext, parse_command, plain_answer, run_command
-from brain.errors import ModelError
+from brain.commands import (
+    Command,
+    CommandContext,
+    parse_command,
+    plain_answer,
+    run_command,
+    voice_command,
+)
+from brain.errors import InputError, ModelError, TomoError
 from brain.memory.consolidate import Consolidator
 from brain.memory.recall import EntryId, Recall, Recalled
 from brain.memory.types import scope_of
-from brain.messages import ChatRef, Inbound, Reply, Text
+from brain.messages import ChatRef, Inbound, Reply, Segment, Text, Voice
 from brain.persona.card import PersonaCard
 from brain.ports import (
     BlobStore,
@@ -31,6 +38,7 @@ from brain.ports import (
     TokenSink,
 )
 from brain.prompt import MemoryContext, TimeFacts, build_turns
+from brain.speech.service import Speech, VoiceStream, asks_for_voice
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ class BrainConfig:
     conversation_gap: timedelta = field(default_factory=lambda: timedelta(hours=8))
     recall_k: int = 6
     model_recall: bool = True
+    # Voice notes longer than this are refused (without being decoded).
+    max_voice_seconds: float = 300.0
 
 
 class RecallRequest(BaseModel):
@@ -115,6 +125,8 @@ class Brain:
         clock: Clock,
         config: BrainConfig | None = None,
         memory: LongTermMemory | None = None,
+        speech: Speech | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -123,6 +135,9 @@ class Brain:
         self.config = config or BrainConfig()
         self.locks = ChatLocks()
         self.memory = memory
+        self.speech = speech
+        # Voice notes and voice replies live in the blob store.
+        self.blobs = blobs if blobs is not None else (memory.blobs if memory else None)
         # Per chat: the conversation start and what was recalled in it (not repeated).
         self._recalled: dict[str, tuple[datetime, set[EntryId]]] = {}
 
@@ -143,6 +158,10 @@ class Brain:
         now = self.clock.now()
         person = await self.store.resolve_person(inbound.author, seen_at=inbound.sent_at)
         scope = scope_of(inbound.chat, person_id=person.id)
+        spoke = any(isinstance(s, Voice) for s in inbound.segments)
+        trouble: str | None = None
+        if spoke and inbound.to_bot:
+            inbound, trouble = await self._hear(inbound)
         command = parse_command(inbound.text) if inbound.to_bot else None
         if command is not None:
             # Commands and their answers are not conversation: they are not stored (a
@@ -168,6 +187,8 @@ class Brain:
 
         if not inbound.to_bot:
             return []
+        if trouble is not None:
+            return [await self._persist_reply(inbound, stored, trouble)]
 
         # The conversation is the one this message belongs to (platforms may deliver
         # late; the clock and sent_at need not agree).
@@ -194,12 +215,24 @@ class Brain:
             max_prompt_chars=self.config.max_prompt_chars,
             context=context,
         )
-        answer = await self._generate(turns, on_token=on_token)
-        return [await self._persist_reply(inbound, stored, answer)]
+        voice = self._voice_stream(person, inbound, spoke=spoke)
+        try:
+            answer = await self._generate(turns, on_token=on_token, voice=voice)
+        except BaseException:
+            if voice is not None:
+                await voice.cancel()
+            raise
+        spoken = await self._speak(voice) if voice is not None else ()
+        return [await self._persist_reply(inbound, stored, answer, extra=spoken)]
 
     async def _command(
         self, command: Command, inbound: Inbound, *, person: Person, scope: str
     ) -> list[Reply]:
+        if command.name == "voice":
+            text = await voice_command(
+                command.args, person=person, store=self.store, speech=self.speech
+            )
+            return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
         memory = self.memory
         if memory is None:
             text = plain_answer(command) or "Long-term memory is switched off here."
@@ -322,8 +355,16 @@ class Brain:
             return []
         return [(request.query.strip()[:300], max(1, min(10, request.count)))]
 
-    async def _generate(self, turns: list[ChatTurn], *, on_token: TokenSink | None) -> str:
+    async def _generate(
+        self,
+        turns: list[ChatTurn],
+        *,
+        on_token: TokenSink | None,
+        voice: VoiceStream | None = None,
+    ) -> str:
         cfg = self.config
+        if voice is not None:
+            on_token = _feeding(voice, on_token)
         if on_token is None:
             text = await self.model.complete(
                 turns, max_tokens=cfg.max_reply_tokens, temperature=cfg.temperature
@@ -338,7 +379,87 @@ class Brain:
             text = "".join(pieces)
         return text.strip() or EMPTY_ANSWER
 
-    async def _persist_reply(self, inbound: Inbound, stored: StoredMessage, answer: str) -> Reply:
+    # voice --------------------------------------------------------------------------
+
+    async def _hear(self, inbound: Inbound) -> tuple[Inbound, str | None]:
+        """Transcribe the voice notes of `inbound`. Returns the message with its
+        transcripts, and what to tell the person when a note could not be heard (the
+        message is stored either way)."""
+        segments: list[Segment] = []
+        trouble: str | None = None
+        limit = self.config.max_voice_seconds
+        for seg in inbound.segments:
+            if not isinstance(seg, Voice) or seg.transcript is not None:
+                segments.append(seg)
+                continue
+            segments.append(seg)
+            if self.speech is None or not self.speech.can_listen or self.blobs is None:
+                trouble = "I can't listen to voice notes here; please write to me instead."
+                continue
+            if seg.duration_s > limit:
+                trouble = (
+                    f"That voice note is {_clock(seg.duration_s)} long; I can listen to "
+                    f"voice notes up to {_clock(limit)}. Could you send a shorter one?"
+                )
+                continue
+            try:
+                audio = await self.blobs.get(seg.blob_key)
+                words = await self.speech.transcribe(audio, mime=seg.mime)
+            except (InputError, ModelError, KeyError) as exc:
+                log.warning("voice note not heard", extra={"chat": inbound.chat.key})
+                reason = str(exc) if not isinstance(exc, KeyError) else "the audio is missing"
+                trouble = f"I couldn't listen to that voice note: {reason}"
+                continue
+            if not words:
+                trouble = "I couldn't hear any words in that voice note."
+                continue
+            segments[-1] = seg.model_copy(update={"transcript": words})
+        return inbound.model_copy(update={"segments": tuple(segments)}), trouble
+
+    def _voice_stream(self, person: Person, inbound: Inbound, *, spoke: bool) -> VoiceStream | None:
+        """A voice for this reply when the person spoke, asked for voice, or turned it on."""
+        speech = self.speech
+        if speech is None or not speech.can_speak or self.blobs is None:
+            return None
+        if spoke or person.voice_replies or asks_for_voice(inbound.text):
+            return speech.stream()
+        return None
+
+    async def _speak(self, voice: VoiceStream) -> tuple[Segment, ...]:
+        """The reply's voice note as a segment; a short note instead if it failed."""
+        assert self.blobs is not None
+        try:
+            note = await voice.finish()
+        except TomoError as exc:
+            log.warning("voice reply failed", extra={"error": str(exc)})
+            return (Text(text=f"(I couldn't say this out loud: {exc})"),)
+        if note is None:
+            return ()
+        key = await self.blobs.put(note.data, mime=note.mime)
+        return (
+            Voice(
+                blob_key=key,
+                mime=note.mime,
+                duration_s=round(note.duration_s, 3),
+                waveform=note.waveform,
+            ),
+        )
+
+    async def _persist_reply(
+        self,
+        inbound: Inbound,
+        stored: StoredMessage,
+        answer: str,
+        *,
+        extra: tuple[Segment, ...] = (),
+    ) -> Reply:
+        segments: tuple[Segment, ...] = (
+            Text(text=answer),
+            *(
+                seg.model_copy(update={"transcript": answer}) if isinstance(seg, Voice) else seg
+                for seg in extra
+            ),
+        )
         await self.store.add_message(
             NewMessage(
                 chat=inbound.chat,
@@ -346,16 +467,28 @@ class Brain:
                 role="assistant",
                 platform_message_id=None,
                 text=answer,
-                segments=(Text(text=answer),),
+                segments=segments,
                 sent_at=self.clock.now(),
                 answers_id=stored.id,
             )
         )
-        return Reply(
-            chat=inbound.chat,
-            segments=(Text(text=answer),),
-            reply_to=inbound.id,
-        )
+        return Reply(chat=inbound.chat, segments=segments, reply_to=inbound.id)
+
+
+def _feeding(voice: VoiceStream, sink: TokenSink | None) -> TokenSink:
+    """A token sink that also hands each piece to the voice (spoken while written)."""
+
+    async def feed(piece: str) -> None:
+        voice.feed(piece)
+        if sink is not None:
+            await sink(piece)
+
+    return feed
+
+
+def _clock(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 __all__ = ["Brain", "BrainConfig", "ChatLocks", "LongTermMemory"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict
 
 from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Summary
 from brain.messages import ChatRef, PersonRef, Segment
+
+if TYPE_CHECKING:
+    from brain.speech.codecs import VoiceNote
 
 Role = Literal["system", "user", "assistant"]
 TokenSink = Callable[[str], Awaitable[None]]
@@ -38,6 +41,7 @@ class Person(_Frozen):
     id: int
     display_name: str
     first_seen_at: datetime
+    voice_replies: bool = False  # /voice on: answer with voice as well as text
 
 
 class NewMessage(_Frozen):
@@ -111,8 +115,8 @@ class SpeechToText(Protocol):
 
 @runtime_checkable
 class TextToSpeech(Protocol):
-    async def synthesize(self, text: str) -> bytes:
-        """Speak `text`; returns OGG/Opus bytes."""
+    async def synthesize(self, text: str) -> VoiceNote:
+        """Speak `text`: an OGG/Opus voice note with its duration and waveform."""
         ...
 
 
@@ -149,6 +153,10 @@ class MemoryStore(Protocol):
     """Where L0 messages, people and chats live (SQLite or Postgres)."""
 
     async def resolve_person(self, ref: PersonRef, *, seen_at: datetime) -> Person: ...
+
+    async def set_voice_replies(self, person_id: int, *, on: bool) -> Person:
+        """Turn voice replies for a person on or off (/voice on|off)."""
+        ...
 
     async def add_message(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         """Store a message; returns it and whether it was new.

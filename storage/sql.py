@@ -79,6 +79,16 @@ class SqlMemoryStore:
             await s.commit()
             return _person(person)
 
+    async def set_voice_replies(self, person_id: int, *, on: bool) -> Person:
+        async with self._session() as s:
+            person = await s.get(PersonRow, person_id)
+            if person is None:
+                raise KeyError(person_id)
+            person.voice_replies = on
+            s.add(person)
+            await s.commit()
+            return _person(person)
+
     # chats and messages -------------------------------------------------------------
 
     async def _chat_id(self, s: AsyncSession, chat: ChatRef, *, create: bool) -> int | None:
@@ -189,4 +199,9 @@ class SqlMemoryStore:
 
 def _person(row: PersonRow) -> Person:
     assert row.id is not None
-    return Person(id=row.id, display_name=row.display_name, first_seen_at=row.first_seen_at)
+    return Person(
+        id=row.id,
+        display_name=row.display_name,
+        first_seen_at=row.first_seen_at,
+        voice_replies=row.voice_replies,
+    )

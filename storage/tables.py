@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -47,6 +56,10 @@ class PersonRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     display_name: str
     first_seen_at: datetime = _utc_column()
+    # /voice on|off: answer this person with voice as well as text.
+    voice_replies: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
 
 
 class AccountRow(SQLModel, table=True):

@@ -46,4 +46,36 @@ class Pcm:
         return float(np.sqrt(np.mean(np.square(self.samples, dtype=np.float64))))
 
 
-__all__ = ["AudioError", "Pcm"]
+def resample(pcm: Pcm, rate: int) -> Pcm:
+    """The same audio at `rate` Hz (e.g. 16 kHz for Whisper, 48 kHz for Opus).
+
+    Going down, a windowed-sinc low-pass first removes what the new rate cannot hold (else
+    it folds back as noise); then samples are read off by linear interpolation. Good enough
+    for speech engines and codecs, and numpy only.
+    """
+    if rate <= 0:
+        raise ValueError("sample rate must be positive")
+    if rate == pcm.rate:
+        return pcm
+    if len(pcm.samples) == 0:
+        return Pcm(pcm.samples, rate)
+    samples = pcm.samples
+    ratio = rate / pcm.rate
+    if ratio < 1.0:
+        samples = np.convolve(samples, _lowpass(0.45 * ratio, ratio), mode="same")
+    count = max(1, round(len(samples) * ratio))
+    positions = np.arange(count, dtype=np.float64) / ratio
+    out = np.interp(positions, np.arange(len(samples), dtype=np.float64), samples)
+    return Pcm(out.astype(np.float32), rate)
+
+
+def _lowpass(cutoff: float, ratio: float) -> npt.NDArray[np.float32]:
+    """FIR taps passing frequencies below `cutoff` (in cycles per input sample)."""
+    half = int(np.ceil(16 / ratio))
+    k = np.arange(-half, half + 1, dtype=np.float64)
+    taps = 2 * cutoff * np.sinc(2 * cutoff * k) * np.blackman(len(k))
+    normalized: npt.NDArray[np.float32] = (taps / taps.sum()).astype(np.float32)
+    return normalized
+
+
+__all__ = ["AudioError", "Pcm", "resample"]
