@@ -14,14 +14,15 @@ help:
 	@echo "make test   set up everything plus test tools; run lint, type checks and all tests"
 
 # Debian packages: espeak-ng speaks languages that have no piper voice (and the speech
-# tests use it). Installed when missing; needs root or sudo.
-SYSTEM_PACKAGES := espeak-ng
+# tests use it); libcairo2 renders the avatar's SVG parts (cairosvg); fonts-wqy-microhei
+# covers Chinese and Japanese sticker captions. Installed when missing (root or sudo).
+SYSTEM_PACKAGES := espeak-ng libcairo2 fonts-wqy-microhei
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-		$$SUDO apt-get install -y -q $$missing >/dev/null || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; } \
+		$$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; } \
 		|| { echo "Could not install$$missing: install them with apt-get, then run make again."; exit 1; }; \
 	fi
 

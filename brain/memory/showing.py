@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from brain.memory.types import Memory, scope_of
-from brain.messages import ChatRef, Segment, Text
+from brain.messages import ChatRef, Segment, Text, Voice
 from brain.ports import StoredMessage
 
 if TYPE_CHECKING:
@@ -90,10 +90,20 @@ def provenance(
     lines = [heading]
     for m in sources[:SOURCES_SHOWN]:
         who = m.author_name or "me"
-        lines.append(f"  {when(m.sent_at)}, {who} in {chat_text(m.chat)}: {clip(m.text)}")
+        said = f"{who} in {chat_text(m.chat)}"
+        lines.append(f"  {when(m.sent_at)}, {said}: {voiced(m)}{clip(m.text)}")
     if len(sources) > SOURCES_SHOWN:
         lines.append(f"  ...and {count(len(sources) - SOURCES_SHOWN, 'more message')}.")
     return lines
+
+
+def voiced(message: StoredMessage) -> str:
+    """ "(voice note, 0:07) " before a transcript, so that it reads as heard, not typed."""
+    for seg in message.segments:
+        if isinstance(seg, Voice) and seg.transcript is not None and message.role == "user":
+            seconds = round(seg.duration_s)
+            return f"(voice note, {seconds // 60}:{seconds % 60:02d}) "
+    return ""
 
 
 def chat_text(chat: ChatRef) -> str:

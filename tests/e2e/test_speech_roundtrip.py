@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
+from brain.speech import codecs
 from brain.speech.pcm import Pcm, resample
+from brain.speech.service import Speech
 from brain.speech.tts import SentenceBuffer
 from tests.speech_kit import espeak, piper, whisper, word_error_rate
 
@@ -69,3 +72,30 @@ async def test_concurrent_calls_share_one_model_safely() -> None:
     )
     assert word_error_rate(first, heard_a) < 0.2, heard_a
     assert word_error_rate(second, heard_b) < 0.2, heard_b
+
+
+@pytest.fixture(scope="module")
+def spoken() -> Pcm:
+    return piper().synthesize_pcm(SENTENCE)
+
+
+@pytest.mark.parametrize(
+    ("platform_format", "mime"),
+    [
+        ("ogg", "audio/ogg"),  # Telegram voice notes, Discord voice messages
+        ("silk", "audio/silk"),  # QQ
+        ("mp3", "audio/mpeg"),
+        ("m4a", "audio/mp4"),
+        ("webm", "audio/webm"),
+        ("wav", "audio/wav"),
+    ],
+)
+async def test_every_platform_format_is_heard(spoken: Pcm, platform_format: str, mime: str) -> None:
+    """Piper speech, encoded as a platform sends it, comes back as words through the
+    same path the brain uses (bytes -> codecs -> Whisper)."""
+    if platform_format == "silk":
+        data = codecs.encode_silk(spoken)
+    else:
+        data = codecs.encode(spoken, container=platform_format)  # type: ignore[arg-type]
+    heard = await Speech(stt=whisper(), tts=None).transcribe(data, mime=mime)
+    assert word_error_rate(SENTENCE, heard) < 0.2, heard

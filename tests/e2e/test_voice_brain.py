@@ -19,6 +19,7 @@ from brain.blobs import MemoryBlobStore
 from brain.clock import ManualClock
 from brain.errors import ConfigError
 from brain.llm.stub import StubModel
+from brain.memory.showing import provenance
 from brain.messages import Inbound, Text, Voice
 from brain.mind import Brain, BrainConfig
 from brain.persona.card import PersonaCard
@@ -111,6 +112,9 @@ async def test_a_voice_note_is_heard_stored_and_answered_by_voice(
     assert word_error_rate(text.text, await whisper().transcribe_pcm_async(back)) < 0.25
     # The reply, with its voice note, is stored as the answer.
     assert [type(s) for s in stored[1].segments] == [Text, Voice]
+    # /memory show cites the transcript as a voice note.
+    [cited] = provenance([heard])[1:]
+    assert f"(voice note, 0:0{round(seconds)}) {heard.text}" in cited
 
 
 async def test_voice_only_when_spoken_to_asked_or_turned_on(
