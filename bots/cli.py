@@ -1,4 +1,4 @@
-"""The `tomo` command: run, chat, migrate, config, bench."""
+"""The `tomo` command: run, chat, migrate, config, bench, sticker."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print figures (medians of repeated runs).")
 app.add_typer(bench_app, name="bench")
+sticker_app = typer.Typer(
+    help="The avatar's sticker renders: a contact sheet of every face, or one sticker.",
+    no_args_is_help=True,
+)
+app.add_typer(sticker_app, name="sticker")
 
 
 def load_settings() -> Settings:
@@ -206,6 +211,52 @@ def bench_startup(
     from bots.bench import startup_time
 
     startup_time(repeats=repeats)
+
+
+@bench_app.command("sticker")
+def bench_sticker(
+    repeats: Annotated[int, typer.Option(min=1, help="Cold renders of each emotion.")] = 5,
+) -> None:
+    """Sticker render times: cold per emotion (median, p95), warm, with a caption; sizes."""
+    from bots.bench_sticker import sticker_bench
+
+    _run(sticker_bench(repeats=repeats))
+
+
+@sticker_app.command("sheet")
+def sticker_sheet(
+    out: Annotated[Path, typer.Option(help="Where to write the PNG.")] = Path("sticker-sheet.png"),
+    cell: Annotated[
+        int, typer.Option(min=32, max=512, help="Pixels per sticker (chats preview at 128).")
+    ] = 128,
+) -> None:
+    """A PNG of every emotion (rows) with every accessory (columns), to check the art."""
+    from brain.avatar import AvatarRenderer
+    from brain.avatar.sheet import contact_sheet
+
+    data = _run(contact_sheet(AvatarRenderer(), cell=cell))
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data) / 1024:.0f} KB)")
+
+
+@sticker_app.command("render")
+def sticker_render(
+    emotion: Annotated[str, typer.Argument(help="neutral, happy, excited, sad, angry, ...")],
+    out: Annotated[Path, typer.Option(help="Where to write the WEBP.")] = Path("sticker.webp"),
+    accessory: Annotated[
+        list[str] | None,
+        typer.Option(help="turtle, ribbon, flower or none; repeat to wear several."),
+    ] = None,
+    caption: Annotated[str | None, typer.Option(help="Short text along the bottom.")] = None,
+    size: Annotated[int, typer.Option(min=32, max=2048, help="Width and height in pixels.")] = 512,
+) -> None:
+    """One sticker of the avatar as a transparent WEBP (Telegram's format at 512 px)."""
+    from brain.avatar import AvatarRenderer
+
+    renderer = AvatarRenderer()
+    data = _run(renderer.render(emotion, accessories=accessory or (), caption=caption, size=size))
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data) / 1024:.1f} KB)")
 
 
 def _login_name() -> str:

@@ -19,7 +19,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from brain.errors import InputError, TomoError
-from brain.messages import ChatRef, Document, Inbound, PersonRef, Text, Voice
+from brain.messages import ChatRef, Document, Inbound, PersonRef, Sticker, Text, Voice
 from brain.mind import Brain
 from brain.ports import BlobStore, Clock
 
@@ -126,6 +126,8 @@ class ConsoleChat:
                     await self._save(seg)
                 elif isinstance(seg, Voice):
                     await self._save_voice(seg)
+                elif isinstance(seg, Sticker):
+                    self._say(f"(sends a {seg.emotion or 'neutral'} sticker)")
         return True
 
     async def _save_voice(self, voice: Voice) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from typing import Any
 
-from bots.app import build_app, hold_data_dir
+from bots.app import build_app, build_telegram, hold_data_dir
 from bots.console import ConsoleChat, stdin_lines
 from bots.settings import Settings
 from brain.clock import SystemClock
@@ -63,9 +67,61 @@ async def consolidate_when_idle(consolidator: Consolidator, *, every_s: float = 
             log.warning("consolidation failed: %s", exc)
 
 
-async def run_platforms(settings: Settings) -> None:
-    names = ", ".join(settings.configured_platforms())
-    raise ConfigError(
-        f"Platform credentials are set ({names}), but this version of tomo has no platform "
-        "adapters yet: unset them to use the terminal chat."
-    )
+async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every configured platform until `stop` is set, Ctrl-C or SIGTERM; then stop
+    receiving, finish cleanly (Telegram: confirm the handled updates) and close."""
+    missing = [p for p in settings.configured_platforms() if p not in PLATFORMS_BUILT]
+    if missing:
+        raise ConfigError(
+            f"Platform credentials are set for {', '.join(missing)}, but this version of tomo "
+            "has no adapter for it yet: unset them."
+        )
+    stop = stop or asyncio.Event()
+    with hold_data_dir(settings.data_dir), _stop_on_signals(stop):
+        app = await build_app(settings)
+        loader = getattr(app.model, "aload", None)
+        warm = asyncio.ensure_future(loader()) if loader is not None else None
+        adapters: list[asyncio.Task[None]] = []
+        idle = asyncio.ensure_future(consolidate_when_idle(app.consolidator))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            if settings.telegram.token is not None:
+                adapters.append(asyncio.create_task(build_telegram(app).run(), name="telegram"))
+            await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
+            for task in adapters:
+                if task.done():
+                    task.result()  # an adapter that gave up: its error (e.g. a bad token)
+        finally:
+            background: list[asyncio.Future[Any]] = [*adapters, idle, stopping]
+            for future in background:
+                future.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if warm is not None:
+                if not warm.done():
+                    warm.cancel()
+                    await asyncio.gather(warm, return_exceptions=True)
+                else:
+                    warm.exception()  # a model that failed to load shows in replies
+            await app.aclose()
+
+
+# Platforms whose adapter this version has.
+PLATFORMS_BUILT = frozenset({"telegram"})
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (a clean shutdown) instead of killing the process."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -6,6 +6,7 @@ are never logged; `tomo config` prints them masked.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 def default_data_dir() -> Path:
@@ -44,8 +47,24 @@ class LLMSettings(_Section):
 
 class TelegramSettings(_Section):
     token: SecretStr | None = None
+    # scheme://host[:port] of a Bot API server, without /bot (a local one, or a test fake)
     api_base: str = "https://api.telegram.org"
+    # Set: Telegram posts updates to this public https URL (webhook mode) and tomo serves
+    # them on webhook_listen:webhook_port at the URL's path (put a TLS proxy in front).
+    # Unset: long polling (nothing to expose).
     webhook_url: str | None = None
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = Field(default=8443, ge=1, le=65535)
+    # Telegram sends it back with every update; unset: a random one for each start.
+    webhook_secret: SecretStr | None = None
+    poll_timeout: int = Field(default=30, ge=0, le=300)  # long-polling seconds
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("1-256 characters, only A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
 
 
 class DiscordSettings(_Section):
@@ -103,6 +122,14 @@ class TTSSettings(_Section):
     threads: int = Field(default=2, ge=1)
 
 
+class StickerSettings(_Section):
+    # Sticker renders of the avatar with replies (how often: the persona card's
+    # sticker_rate; strong emotions always). model_emotion: ask the model to name the
+    # emotion of each reply (one short JSON call); off: the word lexicon alone.
+    enabled: bool = True
+    model_emotion: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOMO_",
@@ -121,6 +148,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     stt: STTSettings = Field(default_factory=STTSettings)
     tts: TTSSettings = Field(default_factory=TTSSettings)
+    stickers: StickerSettings = Field(default_factory=StickerSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     qq: QQSettings = Field(default_factory=QQSettings)

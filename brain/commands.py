@@ -27,11 +27,19 @@ HELP_TEXT = (
     "  /help            this text\n"
     "  /memory          what I remember about you: list, search, show, forget, export\n"
     "  /voice on|off    answer you with voice as well as text (or just ask for it)\n"
+    "  /sticker on|off  my sticker replies; /sticker accessory turtle|ribbon|flower|none\n"
     "In the terminal chat, /quit leaves."
 )
 
 # Other names a command may be called by (the name a person types -> the command).
-ALIASES = {"记忆": "memory", "記憶": "memory", "语音": "voice", "語音": "voice"}
+ALIASES = {
+    "记忆": "memory",
+    "記憶": "memory",
+    "语音": "voice",
+    "語音": "voice",
+    "表情": "sticker",
+    "贴纸": "sticker",
+}
 
 # Slashes a command may start with: ASCII, and the full-width one of CJK keyboards.
 _SLASHES = ("/", "\uff0f")
@@ -90,7 +98,7 @@ def plain_answer(command: Command) -> str | None:
     """The answer to a command that needs no memory; None for /memory."""
     if command.name in {"help", "start"}:
         return HELP_TEXT
-    if command.name in {"memory", "voice"}:
+    if command.name in {"memory", "voice", "sticker"}:
         return None
     return f"Unknown command /{command.name}. Try /help."
 

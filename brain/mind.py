@@ -23,7 +23,7 @@ from brain.errors import InputError, ModelError, TomoError
 from brain.memory.consolidate import Consolidator
 from brain.memory.recall import EntryId, Recall, Recalled
 from brain.memory.types import scope_of
-from brain.messages import ChatRef, Inbound, Reply, Segment, Text, Voice
+from brain.messages import ChatRef, Inbound, Reply, Segment, Sticker, Text, Voice
 from brain.persona.card import PersonaCard
 from brain.ports import (
     BlobStore,
@@ -39,6 +39,7 @@ from brain.ports import (
 )
 from brain.prompt import MemoryContext, TimeFacts, build_turns
 from brain.speech.service import Speech, VoiceStream, asks_for_voice
+from brain.stickers import Stickers, sticker_command
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class Brain:
         memory: LongTermMemory | None = None,
         speech: Speech | None = None,
         blobs: BlobStore | None = None,
+        stickers: Stickers | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -136,6 +138,7 @@ class Brain:
         self.locks = ChatLocks()
         self.memory = memory
         self.speech = speech
+        self.stickers = stickers
         # Voice notes and voice replies live in the blob store.
         self.blobs = blobs if blobs is not None else (memory.blobs if memory else None)
         # Per chat: the conversation start and what was recalled in it (not repeated).
@@ -223,11 +226,20 @@ class Brain:
                 await voice.cancel()
             raise
         spoken = await self._speak(voice) if voice is not None else ()
-        return [await self._persist_reply(inbound, stored, answer, extra=spoken)]
+        sticker = await self._sticker(person, inbound, window=window, answer=answer)
+        return [await self._persist_reply(inbound, stored, answer, extra=(*spoken, *sticker))]
 
     async def _command(
         self, command: Command, inbound: Inbound, *, person: Person, scope: str
     ) -> list[Reply]:
+        if command.name == "sticker":
+            text = await sticker_command(
+                command.args,
+                person=person,
+                store=self.store,
+                available=self.stickers is not None and self.blobs is not None,
+            )
+            return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
         if command.name == "voice":
             text = await voice_command(
                 command.args, person=person, store=self.store, speech=self.speech
@@ -444,6 +456,36 @@ class Brain:
                 waveform=note.waveform,
             ),
         )
+
+    # stickers -----------------------------------------------------------------------
+
+    async def _sticker(
+        self,
+        person: Person,
+        inbound: Inbound,
+        *,
+        window: Sequence[StoredMessage],
+        answer: str,
+    ) -> tuple[Segment, ...]:
+        """A sticker render of the avatar to go with `answer`, or nothing."""
+        stickers = self.stickers
+        if stickers is None or self.blobs is None:
+            return ()
+        last = next((m for m in reversed(window) if m.role == "assistant"), None)
+        sent_last = last is not None and any(isinstance(s, Sticker) for s in last.segments)
+        if not stickers.may_send(person=person, chat=inbound.chat, sent_last=sent_last):
+            return ()
+        chosen = stickers.choose(
+            reply=answer,
+            model_emotion=await stickers.model_emotion(answer, self.persona),
+            person=person,
+            persona=self.persona,
+            context=f"{inbound.text}\n{answer}",
+        )
+        if not stickers.wants(chosen, self.persona):
+            return ()
+        sticker = await stickers.render(chosen, self.blobs)
+        return (sticker,) if sticker is not None else ()
 
     async def _persist_reply(
         self,

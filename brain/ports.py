@@ -42,6 +42,8 @@ class Person(_Frozen):
     display_name: str
     first_seen_at: datetime
     voice_replies: bool = False  # /voice on: answer with voice as well as text
+    stickers: bool = True  # /sticker off: never send this person stickers
+    sticker_accessory: str | None = None  # /sticker accessory <name> ("none" counts)
 
 
 class NewMessage(_Frozen):
@@ -122,8 +124,15 @@ class TextToSpeech(Protocol):
 
 @runtime_checkable
 class StickerRenderer(Protocol):
-    async def render(self, emotion: str, *, accessories: Sequence[str] = ()) -> bytes:
-        """A 512x512 transparent WEBP of the avatar showing `emotion`."""
+    async def render(
+        self,
+        emotion: str,
+        *,
+        accessories: Sequence[str] = (),
+        caption: str | None = None,
+        size: int = 512,
+    ) -> bytes:
+        """A size x size transparent WEBP of the avatar showing `emotion`."""
         ...
 
 
@@ -156,6 +165,12 @@ class MemoryStore(Protocol):
 
     async def set_voice_replies(self, person_id: int, *, on: bool) -> Person:
         """Turn voice replies for a person on or off (/voice on|off)."""
+        ...
+
+    async def set_sticker_prefs(
+        self, person_id: int, *, on: bool | None = None, accessory: str | None = None
+    ) -> Person:
+        """Sticker replies on/off and the accessory the person chose (None: unchanged)."""
         ...
 
     async def add_message(self, message: NewMessage) -> tuple[StoredMessage, bool]:

@@ -89,6 +89,21 @@ class SqlMemoryStore:
             await s.commit()
             return _person(person)
 
+    async def set_sticker_prefs(
+        self, person_id: int, *, on: bool | None = None, accessory: str | None = None
+    ) -> Person:
+        async with self._session() as s:
+            person = await s.get(PersonRow, person_id)
+            if person is None:
+                raise KeyError(person_id)
+            if on is not None:
+                person.stickers = on
+            if accessory is not None:
+                person.sticker_accessory = accessory
+            s.add(person)
+            await s.commit()
+            return _person(person)
+
     # chats and messages -------------------------------------------------------------
 
     async def _chat_id(self, s: AsyncSession, chat: ChatRef, *, create: bool) -> int | None:
@@ -204,4 +219,6 @@ def _person(row: PersonRow) -> Person:
         display_name=row.display_name,
         first_seen_at=row.first_seen_at,
         voice_replies=row.voice_replies,
+        stickers=row.stickers,
+        sticker_accessory=row.sticker_accessory,
     )

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -60,6 +61,11 @@ class PersonRow(SQLModel, table=True):
     voice_replies: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
     )
+    # /sticker on|off and /sticker accessory <name>: sticker replies for this person.
+    stickers: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=true())
+    )
+    sticker_accessory: str | None = None
 
 
 class AccountRow(SQLModel, table=True):

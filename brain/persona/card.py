@@ -38,6 +38,9 @@ class PersonaCard(BaseModel):
     example_lines: tuple[ExampleLine, ...] = ()
     emotions: tuple[str, ...] = DEFAULT_EMOTIONS
     sticker_rate: float = Field(default=0.2, ge=0.0, le=1.0)
+    # What the avatar wears on its stickers unless a person or the moment picks another
+    # (turtle, ribbon, flower); empty: nothing.
+    accessories: tuple[str, ...] = ()
     language: str = "en"
 
     @field_validator("emotions")
