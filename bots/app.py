@@ -272,4 +272,4 @@ def build_telegram(app: App) -> TelegramAdapter:
             "TOMO_TELEGRAM__TOKEN is set, but python-telegram-bot is not installed: "
             "pip install 'tomo[telegram]'."
         ) from None
-    return TelegramAdapter(app.settings.telegram, brain=app.brain, blobs=app.blobs)
+    return TelegramAdapter(app.settings.telegram, brain=app.brain, blobs=app.blobs, edits=app.brain)

@@ -157,6 +157,26 @@ class Brain:
         async with self.locks.hold(inbound.chat):
             return await self._handle_locked(inbound, on_token=on_token)
 
+    async def edit(self, inbound: Inbound) -> None:
+        """A message edited on its platform (same id, new words): the stored message takes
+        the new words (its old ones are kept as an edit) and is indexed anew. Not
+        answered again; an edit of a message never stored is ignored."""
+        async with self.locks.hold(inbound.chat):
+            person = await self.store.resolve_person(inbound.author, seen_at=inbound.sent_at)
+            edited = await self.store.edit_message(
+                inbound.chat,
+                platform_message_id=inbound.id,
+                text=inbound.text,
+                segments=inbound.segments,
+                edited_at=self.clock.now(),
+            )
+            if edited is None:
+                log.info("edit of an unknown message ignored", extra={"chat": inbound.chat.key})
+                return
+            if self.memory is not None and edited.text.strip():
+                scope = scope_of(inbound.chat, person_id=person.id)
+                await self.memory.recall.reindex_message(edited, scope=scope)
+
     async def _handle_locked(self, inbound: Inbound, *, on_token: TokenSink | None) -> list[Reply]:
         now = self.clock.now()
         person = await self.store.resolve_person(inbound.author, seen_at=inbound.sent_at)

@@ -181,6 +181,19 @@ class MemoryStore(Protocol):
         """
         ...
 
+    async def edit_message(
+        self,
+        chat: ChatRef,
+        *,
+        platform_message_id: str,
+        text: str,
+        segments: tuple[Segment, ...],
+        edited_at: datetime,
+    ) -> StoredMessage | None:
+        """A person edited a message on their platform: store its new wording (the old
+        one is kept as an edit). None when no such message is stored."""
+        ...
+
     async def answer_to(self, message_id: int) -> StoredMessage | None:
         """The bot's stored reply to message `message_id`, if there is one."""
         ...

@@ -20,6 +20,7 @@ from storage.tables import (
     MemoryRow,
     MemorySourceRow,
     MemoryVersionRow,
+    MessageEditRow,
     MessageKeyRow,
     MessageRow,
 )
@@ -52,6 +53,7 @@ async def delete_messages(s: AsyncSession, ids: Sequence[int]) -> list[int]:
         update(MessageRow).where(col(MessageRow.answers_id).in_(every)).values(answers_id=None)
     )
     await s.exec(delete(MessageKeyRow).where(col(MessageKeyRow.message_id).in_(every)))
+    await s.exec(delete(MessageEditRow).where(col(MessageEditRow.message_id).in_(every)))
     await s.exec(delete(MemorySourceRow).where(col(MemorySourceRow.message_id).in_(every)))
     await s.exec(delete(MessageRow).where(col(MessageRow.id).in_(every)))
     by_chat: dict[int, list[int]] = {}

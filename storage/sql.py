@@ -9,11 +9,11 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from brain.messages import ChatRef, PersonRef
+from brain.messages import ChatRef, PersonRef, Segment
 from brain.ports import NewMessage, Person, StoredMessage
 from storage.database import SEGMENTS, Database, chat_ref, stored_message
 from storage.db import SQLITE_BUSY_TIMEOUT_MS
-from storage.tables import AccountRow, ChatRow, MessageRow, PersonRow
+from storage.tables import AccountRow, ChatRow, MessageEditRow, MessageRow, PersonRow
 
 # How far back conversation_start looks for the last silence.
 _CONVERSATION_SCAN = 1000
@@ -142,6 +142,46 @@ class SqlMemoryStore:
             s.add(row)
             await s.commit()
             return stored_message(row, message.chat), True
+
+    async def edit_message(
+        self,
+        chat: ChatRef,
+        *,
+        platform_message_id: str,
+        text: str,
+        segments: tuple[Segment, ...],
+        edited_at: datetime,
+    ) -> StoredMessage | None:
+        async with self._session() as s:
+            chat_id = await self._chat_id(s, chat, create=False)
+            if chat_id is None:
+                return None
+            row = (
+                await s.exec(
+                    select(MessageRow).where(
+                        MessageRow.chat_id == chat_id,
+                        MessageRow.role == "user",
+                        MessageRow.platform_message_id == platform_message_id,
+                    )
+                )
+            ).first()
+            if row is None or row.id is None:
+                return None
+            new_segments = SEGMENTS.dump_json(segments).decode()
+            if row.text == text and row.segments_json == new_segments:
+                return stored_message(row, chat)
+            s.add(
+                MessageEditRow(
+                    message_id=row.id,
+                    text=row.text,
+                    segments_json=row.segments_json,
+                    edited_at=edited_at,
+                )
+            )
+            row.text, row.segments_json = text, new_segments
+            s.add(row)
+            await s.commit()
+            return stored_message(row, chat)
 
     async def answer_to(self, message_id: int) -> StoredMessage | None:
         async with self._session() as s:

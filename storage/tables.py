@@ -113,6 +113,22 @@ class MessageRow(SQLModel, table=True):
     answers_id: int | None = Field(default=None, foreign_key="message.id", index=True)
 
 
+class MessageEditRow(SQLModel, table=True):
+    """An edit of an L0 message on its platform: the text the message had before.
+
+    The message row holds what was said last; its earlier wordings stay here, so an
+    edit never silently loses what was said. Forgetting the message removes these too.
+    """
+
+    __tablename__ = "message_edit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    segments_json: str = Field(sa_column=Column(Text, nullable=False))
+    edited_at: datetime = _utc_column()
+
+
 # --- long-term memory (L1, L2) and the recall index ------------------------------------
 
 

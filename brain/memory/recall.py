@@ -290,6 +290,24 @@ class Recall:
         pos = index.position[("message", previous.id)]
         index.add(previous.model_copy(update={"key": prev_key}), index.rows[pos])
 
+    async def reindex_message(self, message: StoredMessage, *, scope: str) -> None:
+        """An edited message: its key and vector anew from its new words. The scope's
+        cached index is dropped and read again at its next search."""
+        index = await self._index(scope)
+        if ("message", message.id) not in index.position:
+            return
+        previous = index.latest_before(message.id)
+        vector = (
+            await self.embedder.embed(
+                [dense_text(message.author_name, message.text)], kind="passage"
+            )
+        )[0]
+        key = message_key(message, at=message.sent_at, previous=previous)
+        await self.store.put_message_key(
+            message.id, scope=scope, key=key, embedding=to_bytes(vector)
+        )
+        self.invalidate(scope)
+
     async def search(
         self,
         query: str,
