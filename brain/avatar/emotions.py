@@ -13,18 +13,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 
-EMOTIONS: tuple[str, ...] = (
-    "neutral",
-    "happy",
-    "excited",
-    "sad",
-    "angry",
-    "surprised",
-    "shy",
-    "thinking",
-    "sleepy",
-    "love",
-)
+from brain.persona.card import DEFAULT_EMOTIONS
+
+# The faces the avatar has: the persona card's default emotion set.
+EMOTIONS: tuple[str, ...] = DEFAULT_EMOTIONS
 
 # Strength given to an emotion the model named when the text does not say more.
 MODEL_STRENGTH = 0.7

@@ -266,16 +266,7 @@ class Recall:
         as its following turn (text only, no new embedding).
         """
         index = await self._index(scope)
-        previous = index.latest_before(message.id)
-        vector = (
-            await self.embedder.embed(
-                [dense_text(message.author_name, message.text)], kind="passage"
-            )
-        )[0]
-        key = message_key(message, at=message.sent_at, previous=previous)
-        await self.store.put_message_key(
-            message.id, scope=scope, key=key, embedding=to_bytes(vector)
-        )
+        previous, key, vector = await self._store_key(message, scope=scope, index=index)
         index.add(_entry(message, scope=scope, key=key), vector)
         await self._maybe_vector_index(scope, index)
         self._trim()
@@ -296,6 +287,14 @@ class Recall:
         index = await self._index(scope)
         if ("message", message.id) not in index.position:
             return
+        await self._store_key(message, scope=scope, index=index)
+        self.invalidate(scope)
+
+    async def _store_key(
+        self, message: StoredMessage, *, scope: str, index: _ScopeIndex
+    ) -> tuple[IndexEntry | None, str, Vector]:
+        """Embed `message` ("speaker: words"), key it after its previous turn, store both;
+        returns that previous turn, the key and the vector."""
         previous = index.latest_before(message.id)
         vector = (
             await self.embedder.embed(
@@ -306,7 +305,7 @@ class Recall:
         await self.store.put_message_key(
             message.id, scope=scope, key=key, embedding=to_bytes(vector)
         )
-        self.invalidate(scope)
+        return previous, key, vector
 
     async def search(
         self,
