@@ -39,6 +39,8 @@ from storage.migrate import upgrade
 from storage.sql import SqlMemoryStore
 
 if TYPE_CHECKING:
+    from bots.discord.adapter import DiscordAdapter
+    from bots.qq.adapter import QQAdapter
     from bots.telegram.adapter import TelegramAdapter
 
 log = logging.getLogger(__name__)
@@ -273,3 +275,22 @@ def build_telegram(app: App) -> TelegramAdapter:
             "pip install 'tomo[telegram]'."
         ) from None
     return TelegramAdapter(app.settings.telegram, brain=app.brain, blobs=app.blobs, edits=app.brain)
+
+
+def build_qq(app: App) -> QQAdapter:
+    """The QQ adapter (OneBot v11 over a forward WebSocket) on this app's brain and blobs."""
+    from bots.qq.adapter import QQAdapter
+
+    return QQAdapter(app.settings.qq, brain=app.brain, blobs=app.blobs)
+
+
+def build_discord(app: App) -> DiscordAdapter:
+    """The Discord adapter on this app's brain and blob store."""
+    try:
+        from bots.discord.adapter import DiscordAdapter
+    except ImportError:
+        raise ConfigError(
+            "TOMO_DISCORD__TOKEN is set, but discord.py is not installed: "
+            "pip install 'tomo[discord]'."
+        ) from None
+    return DiscordAdapter(app.settings.discord, brain=app.brain, blobs=app.blobs, edits=app.brain)

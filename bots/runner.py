@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from bots.app import build_app, build_telegram, hold_data_dir
+from bots.app import build_app, build_discord, build_qq, build_telegram, hold_data_dir
 from bots.console import ConsoleChat, stdin_lines
 from bots.settings import Settings
 from brain.clock import SystemClock
@@ -87,6 +87,10 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
         try:
             if settings.telegram.token is not None:
                 adapters.append(asyncio.create_task(build_telegram(app).run(), name="telegram"))
+            if settings.qq.onebot_url:
+                adapters.append(asyncio.create_task(build_qq(app).run(), name="qq"))
+            if settings.discord.token is not None:
+                adapters.append(asyncio.create_task(build_discord(app).run(), name="discord"))
             await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
             for task in adapters:
                 if task.done():
@@ -106,7 +110,7 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
 
 
 # Platforms whose adapter this version has.
-PLATFORMS_BUILT = frozenset({"telegram"})
+PLATFORMS_BUILT = frozenset({"telegram", "qq", "discord"})
 
 
 @contextlib.contextmanager

@@ -69,14 +69,28 @@ class TelegramSettings(_Section):
 
 class DiscordSettings(_Section):
     token: SecretStr | None = None
+    # the value for discord.http.Route.BASE (global: one Discord API per process)
     api_base: str = "https://discord.com/api/v10"
+    # ws:// or wss:// URL of the gateway; unset: the one GET /gateway/bot names
     gateway_url: str | None = None
+    # set: slash commands are synced to these guilds (shown at once); unset: globally
     guild_ids: list[int] = Field(default_factory=list)
+    # the privileged Message Content intent (switch it on in the Developer Portal too):
+    # without it, guild messages not addressed to the bot arrive without their words
+    message_content_intent: bool = True
 
 
 class QQSettings(_Section):
+    # NapCat's (or any OneBot v11 server's) forward WebSocket server, e.g. ws://127.0.0.1:3001
     onebot_url: str | None = None
-    access_token: SecretStr | None = None
+    access_token: SecretStr | None = None  # the token set for that server in NapCat
+    # The bot's QQ number; unset: learnt from the server (lifecycle event, get_login_info).
+    self_id: int | None = Field(default=None, ge=1)
+    action_timeout_s: float = Field(default=30.0, gt=0)  # an action unanswered: retried
+    reconnect_delay_s: float = Field(default=1.0, gt=0)  # first wait; doubles each try
+    reconnect_max_delay_s: float = Field(default=60.0, gt=0)
+    # How long a reply waits for the connection to come back before it is given up.
+    offline_wait_s: float = Field(default=600.0, gt=0)
 
 
 class EmbedSettings(_Section):

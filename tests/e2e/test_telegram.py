@@ -577,8 +577,13 @@ async def test_tomo_run_serves_telegram_until_stopped(tmp_path: Path, fake: Fake
     await asyncio.wait_for(task, 10)  # a clean return: polling stopped, clients closed
     assert task.result() is None
 
-    discord = Settings(data_dir=tmp_path, discord={"token": "x"})
-    with pytest.raises(ConfigError, match="discord"):
+    discord = Settings(  # an adapter's own error (the stub model: no model load to stop)
+        data_dir=tmp_path,
+        llm={"backend": "stub"},
+        embed={"backend": "hash"},
+        discord={"token": " "},
+    )
+    with pytest.raises(ConfigError, match="TOMO_DISCORD__TOKEN is empty"):
         await run_platforms(discord)
 
 
