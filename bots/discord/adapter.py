@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Protocol
 
 import discord
@@ -32,11 +33,12 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from bots.answering import Answering
+from bots.delivery import Delivery, apology, note
 from bots.discord.logs import mask_token
-from bots.discord.media import MediaUnavailableError, fetch
+from bots.discord.media import fetch
 from bots.discord.send import (
     TRANSIENT,
-    Delivery,
     DiscordSender,
     RetryPolicy,
     typing,
@@ -44,9 +46,10 @@ from bots.discord.send import (
 )
 from bots.discord.slash import ForgetButton, Interaction, SlashCommands
 from bots.discord.translate import BotIdentity, Incoming, read_message
+from bots.downloads import fetch_all
 from bots.settings import DiscordSettings
 from brain.errors import ConfigError, TomoError
-from brain.messages import Inbound, PersonRef, Reply, Segment, Text
+from brain.messages import Inbound, PersonRef, Reply, Segment
 from brain.mind import ChatLocks
 from brain.ports import BlobStore
 
@@ -113,7 +116,9 @@ class _Client(discord.Client):
         await self.adapter.slash.confirm_forget(interaction, target)
 
 
-class DiscordAdapter:
+class DiscordAdapter(Answering[Incoming]):
+    platform = "Discord"
+
     def __init__(
         self,
         settings: DiscordSettings,
@@ -296,35 +301,22 @@ class DiscordAdapter:
                 return
             # Taken before any await: the channel's messages are handled in order.
             async with self._lanes.hold(incoming.chat):
-                await self._process(incoming)
+                await self.answer(incoming)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("could not handle Discord message %s", message.id)
 
-    async def _process(self, incoming: Incoming) -> None:
-        media, trouble = await self._fetch_media(incoming)
-        inbound = incoming.inbound(media)
-        if trouble and inbound.to_bot:
-            await self._say(inbound, f"I couldn't get that from Discord: {trouble}.")
-        if inbound.is_blank:
-            return
-        replies = await self._think(inbound)
-        noted = False
-        for reply in replies:
-            outcome = await self.sender.deliver(reply, asker=inbound.author)
-            if noted or outcome not in (Delivery.SENT_PRIVATELY, Delivery.PRIVATE_REFUSED):
-                continue
-            noted = True
-            if outcome is Delivery.SENT_PRIVATELY:
-                await self._say(inbound, "I've answered you in a DM.")
-            else:
-                await self._say(
-                    inbound,
-                    "I'd answer you privately, but Discord won't let me DM you (your DMs "
-                    "may be closed to this server). Use the /memory slash command instead: "
-                    "only you will see its answers.",
-                )
+    async def _on_private(self, inbound: Inbound, outcome: Delivery) -> None:
+        if outcome is Delivery.SENT_PRIVATELY:
+            await self._say(inbound, "I've answered you in a DM.")
+        else:
+            await self._say(
+                inbound,
+                "I'd answer you privately, but Discord won't let me DM you (your DMs "
+                "may be closed to this server). Use the /memory slash command instead: "
+                "only you will see its answers.",
+            )
 
     async def process_edit(self, message: discord.Message) -> None:
         with self.handling():
@@ -346,14 +338,7 @@ class DiscordAdapter:
             log.exception("could not apply the edit of Discord message %s", message.id)
 
     async def _fetch_media(self, incoming: Incoming) -> tuple[list[Segment], str | None]:
-        found: list[Segment] = []
-        trouble: str | None = None
-        for ref in incoming.media:
-            try:
-                found.append(await fetch(ref, blobs=self.blobs))
-            except MediaUnavailableError as exc:
-                trouble = str(exc)
-        return found, trouble
+        return await fetch_all(incoming.media, partial(fetch, blobs=self.blobs))
 
     async def _think(self, inbound: Inbound) -> list[Reply]:
         try:
@@ -364,14 +349,10 @@ class DiscordAdapter:
                 return await self.brain.handle(inbound)
         except TomoError as exc:
             log.warning("the brain could not answer a Discord message: %s", exc)
-            if not inbound.to_bot:
-                return []
-            text = f"Sorry, something went wrong on my side: {exc}"
-            return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
+            return apology(inbound, exc)
 
     async def _say(self, inbound: Inbound, text: str) -> None:
-        note = Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)
-        await self.sender.deliver(note)
+        await self.sender.deliver(note(inbound, text))
 
     # sending --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import aiohttp
 import discord
 
 from bots.discord.translate import AttachmentRef
+from bots.downloads import MediaUnavailableError, check_size
 from brain.messages import Image, Segment, Voice
 from brain.ports import BlobStore
 
@@ -23,24 +24,11 @@ log = logging.getLogger(__name__)
 MAX_DOWNLOAD_BYTES = 25 * 1024 * 1024
 
 
-class MediaUnavailableError(Exception):
-    """An attachment could not be fetched (too large, or the CDN refused)."""
-
-
-def is_ogg_opus(data: bytes) -> bool:
-    return data[:4] == b"OggS" and b"OpusHead" in data[:512]
-
-
-def is_webp(data: bytes) -> bool:
-    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-
-
 async def fetch(
     ref: AttachmentRef, *, blobs: BlobStore, max_bytes: int = MAX_DOWNLOAD_BYTES
 ) -> Segment:
     """Download the attachment `ref` names into `blobs`; its segment for the Inbound."""
-    if ref.size_bytes > max_bytes:
-        raise MediaUnavailableError(f"the {ref.kind} is larger than {max_bytes // 2**20} MB")
+    check_size(ref.kind, ref.size_bytes, max_bytes=max_bytes)
     if ref.attachment is None:
         raise MediaUnavailableError(f"the {ref.kind} has no download address")
     try:
@@ -48,8 +36,7 @@ async def fetch(
     except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
         log.warning("could not fetch a %s from Discord: %s", ref.kind, type(exc).__name__)
         raise MediaUnavailableError(f"Discord did not hand over the {ref.kind}") from None
-    if len(data) > max_bytes:
-        raise MediaUnavailableError(f"the {ref.kind} is larger than {max_bytes // 2**20} MB")
+    check_size(ref.kind, len(data), max_bytes=max_bytes)
     key = await blobs.put(data, mime=ref.mime)
     if ref.kind == "voice":
         return Voice(blob_key=key, mime=ref.mime, duration_s=max(ref.duration_s, 0.0))

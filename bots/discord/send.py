@@ -20,9 +20,7 @@ the audio goes out as a plain attachment instead.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import enum
 import io
 import json
 import logging
@@ -35,8 +33,11 @@ import aiohttp
 import discord
 from discord.http import Route
 
-from bots.discord.media import is_ogg_opus
+from bots.delivery import Delivery, discard_documents
 from bots.discord.translate import IS_VOICE_MESSAGE, pieces
+from bots.downloads import is_ogg_opus
+from bots.repeating import repeating
+from bots.retry import Retry, Verdict, with_backoff
 from brain.errors import TomoError
 from brain.messages import Document, Image, PersonRef, Reply, Segment, Sticker, Text, Voice
 from brain.ports import BlobStore
@@ -66,25 +67,15 @@ TRANSIENT = (discord.DiscordServerError, aiohttp.ClientError, OSError, TimeoutEr
 async def with_retries(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
     """`call()`, retried on rate limits discord.py gave up on and on transient failures;
     other errors (forbidden, not found, a bad request) and the last failure are raised."""
-    delay = policy.first_delay_s
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return await call()
-        except discord.RateLimited as exc:
-            if attempt == policy.attempts:
-                raise
-            wait = min(max(exc.retry_after, 0.0), policy.max_rate_limit_wait_s)
-            log.warning("Discord rate limit: %s waits %.1f s", what, wait)
-            await asyncio.sleep(wait)
-        except TRANSIENT as exc:
-            if attempt == policy.attempts:
-                raise
-            log.warning(
-                "%s failed (%s); retry %d in %.1f s", what, type(exc).__name__, attempt, delay
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, policy.max_delay_s)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def judge(exc: Exception) -> Verdict:
+        if isinstance(exc, discord.RateLimited):
+            return min(max(exc.retry_after, 0.0), policy.max_rate_limit_wait_s)
+        return Retry.BACKOFF if isinstance(exc, TRANSIENT) else Retry.NO
+
+    return await with_backoff(
+        call, policy=policy, what=what, judge=judge, log=log, rate_limit="Discord rate limit"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -94,28 +85,14 @@ async def typing(
     """Show "tomo is typing..." until the block ends; Discord clears it after about 10 s,
     so it is sent again every `every_s`. Cosmetic: a failure is logged, never raised."""
 
-    async def repeat() -> None:
-        while True:
-            try:
-                await client.http.send_typing(channel_id)
-            except (discord.HTTPException, *TRANSIENT) as exc:
-                log.debug("typing not shown: %s", type(exc).__name__)
-            await asyncio.sleep(every_s)
+    async def show() -> None:
+        try:
+            await client.http.send_typing(channel_id)
+        except (discord.HTTPException, *TRANSIENT) as exc:
+            log.debug("typing not shown: %s", type(exc).__name__)
 
-    task = asyncio.create_task(repeat())
-    try:
+    async with repeating(show, every_s=every_s):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-class Delivery(enum.Enum):
-    SENT = "sent"
-    SENT_PRIVATELY = "sent privately"  # a guild's private reply, in the person's DM
-    PRIVATE_REFUSED = "private refused"  # ...which Discord refused (DMs closed, blocked)
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,9 +171,7 @@ class DiscordSender:
                 return Delivery.FAILED
             return Delivery.SENT_PRIVATELY if privately else Delivery.SENT
         finally:
-            for segment in reply.segments:
-                if isinstance(segment, Document):
-                    await self.blobs.delete(segment.blob_key)
+            await discard_documents(reply, self.blobs)
 
     async def _dm_channel(self, user_id: int) -> int:
         data = await with_retries(

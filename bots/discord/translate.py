@@ -18,13 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 import discord
 
+from bots import incoming
 from bots.textsplit import split_text
-from brain.messages import ChatRef, Inbound, PersonRef, Segment, Text
+from brain.messages import ChatRef, PersonRef
 
 # Discord's limit on a message's content (characters; counted here in UTF-16 units,
 # which is never fewer).
@@ -63,31 +63,8 @@ class AttachmentRef:
     attachment: discord.Attachment | None = None  # the library's handle, to download with
 
 
-@dataclass(frozen=True, kw_only=True)
-class Incoming:
+class Incoming(incoming.Incoming[AttachmentRef]):
     """A Discord message read into tomo's terms, its attachments not yet downloaded."""
-
-    id: str
-    chat: ChatRef
-    author: PersonRef
-    text: str
-    media: tuple[AttachmentRef, ...]
-    to_bot: bool
-    reply_to: str | None
-    sent_at: datetime
-
-    def inbound(self, media: Sequence[Segment] = ()) -> Inbound:
-        segments: list[Segment] = [Text(text=self.text)] if self.text.strip() else []
-        segments.extend(media)
-        return Inbound(
-            id=self.id,
-            chat=self.chat,
-            author=self.author,
-            segments=tuple(segments),
-            to_bot=self.to_bot,
-            reply_to=self.reply_to,
-            sent_at=self.sent_at,
-        )
 
 
 def person_of(user: discord.User | discord.Member) -> PersonRef:

@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from functools import partial
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
+from bots.answering import Answering
+from bots.delivery import Delivery, apology, note
+from bots.downloads import fetch_all
 from bots.qq.logs import TokensMasked
-from bots.qq.media import MediaUnavailableError, fetch
+from bots.qq.media import fetch
 from bots.qq.onebot import JSON, ConnectPolicy, OneBotClient, OneBotError
-from bots.qq.send import Delivery, QQSender, RetryPolicy
+from bots.qq.send import QQSender, RetryPolicy
 from bots.qq.translate import Incoming, OwnMessages, read_event
 from bots.settings import QQSettings
 from brain.errors import ConfigError, TomoError
-from brain.messages import Inbound, PersonRef, Reply, Segment, Text
+from brain.messages import Inbound, PersonRef, Reply, Segment
 from brain.ports import BlobStore
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,9 @@ class Thinker(Protocol):
     async def handle(self, inbound: Inbound) -> list[Reply]: ...
 
 
-class QQAdapter:
+class QQAdapter(Answering[Incoming]):
+    platform = "QQ"
+
     def __init__(
         self,
         settings: QQSettings,
@@ -149,21 +155,11 @@ class QQAdapter:
             return
         if not incoming.to_bot and incoming.reply_to and await self._is_mine(incoming.reply_to):
             incoming = dataclasses.replace(incoming, to_bot=True)
-        media, trouble = await self._fetch_media(incoming)
-        inbound = incoming.inbound(media)
-        if trouble and inbound.to_bot:
-            await self._say(inbound, f"I couldn't get that from QQ: {trouble}.")
-        if inbound.is_blank:
-            return
-        replies = await self._think(inbound)
-        noted = False
-        for reply in replies:
-            outcome = await self.sender.deliver(reply, asker=inbound.author)
-            if noted or outcome not in (Delivery.SENT_PRIVATELY, Delivery.PRIVATE_REFUSED):
-                continue
-            noted = True
-            note = PRIVATE_NOTE if outcome is Delivery.SENT_PRIVATELY else PRIVATE_REFUSED_NOTE
-            await self._say(inbound, note)
+        await self.answer(incoming)
+
+    async def _on_private(self, inbound: Inbound, outcome: Delivery) -> None:
+        private = outcome is Delivery.SENT_PRIVATELY
+        await self._say(inbound, PRIVATE_NOTE if private else PRIVATE_REFUSED_NOTE)
 
     async def _is_mine(self, message_id: str) -> bool:
         """Whether a message this bot no longer remembers sending (it restarted) was its
@@ -189,31 +185,21 @@ class QQAdapter:
         return mine
 
     async def _fetch_media(self, incoming: Incoming) -> tuple[list[Segment], str | None]:
-        found: list[Segment] = []
-        trouble: str | None = None
         http = self._http
         if http is None:  # not running: nothing can be fetched
-            return found, "the connection is closed" if incoming.media else None
-        for ref in incoming.media:
-            try:
-                found.append(await fetch(ref, client=self.client, http=http, blobs=self.blobs))
-            except MediaUnavailableError as exc:
-                trouble = str(exc)
-        return found, trouble
+            return [], "the connection is closed" if incoming.media else None
+        get = partial(fetch, client=self.client, http=http, blobs=self.blobs)
+        return await fetch_all(incoming.media, get)
 
     async def _think(self, inbound: Inbound) -> list[Reply]:
         try:
             return await self.brain.handle(inbound)
         except TomoError as exc:
             log.warning("QQ: the brain could not answer a message: %s", exc)
-            if not inbound.to_bot:
-                return []
-            text = f"Sorry, something went wrong on my side: {exc}"
-            return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
+            return apology(inbound, exc)
 
     async def _say(self, inbound: Inbound, text: str) -> None:
-        note = Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)
-        await self.sender.deliver(note, asker=inbound.author)
+        await self.sender.deliver(note(inbound, text), asker=inbound.author)
 
     # sending --------------------------------------------------------------------------
 

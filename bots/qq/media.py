@@ -24,6 +24,7 @@ import aiohttp
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from bots.downloads import MediaUnavailableError, check_size
 from bots.qq.onebot import Caller, OneBotError
 from bots.qq.translate import MediaRef
 from brain.messages import Image, Segment, Voice
@@ -37,10 +38,6 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class MediaUnavailableError(Exception):
-    """A file of a message could not be fetched (too large, or nobody handed it over)."""
-
-
 async def fetch(
     ref: MediaRef,
     *,
@@ -51,8 +48,7 @@ async def fetch(
 ) -> Segment:
     """The file `ref` names, into `blobs`; its segment for the Inbound."""
     what = "voice note" if ref.kind == "voice" else "image"
-    if ref.size_bytes is not None and ref.size_bytes > max_bytes:
-        raise MediaUnavailableError(f"the {what} is larger than {max_bytes // 2**20} MB")
+    check_size(what, ref.size_bytes, max_bytes=max_bytes)
     data = _inline(ref.file)
     for where in (ref.url, ref.path):
         if data is None and where:
@@ -61,8 +57,7 @@ async def fetch(
         data = await _ask(ref, client=client, http=http, max_bytes=max_bytes)
     if data is None:
         raise MediaUnavailableError(f"QQ did not hand over the {what}")
-    if len(data) > max_bytes:
-        raise MediaUnavailableError(f"the {what} is larger than {max_bytes // 2**20} MB")
+    check_size(what, len(data), max_bytes=max_bytes)
     if ref.kind == "voice":
         kind = codecs.sniff(data)
         mime = codecs.MIME_BY_CONTAINER.get(kind or "", "application/octet-stream")

@@ -11,14 +11,13 @@ is never dropped without an error in the log.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bots.delivery import Delivery, discard_documents
 from bots.qq.media import png_of, silk_of
 from bots.qq.onebot import (
     ActionFailedError,
@@ -37,6 +36,7 @@ from bots.qq.translate import (
     text_messages,
     text_segment,
 )
+from bots.retry import Retry, Verdict, with_backoff
 from brain.errors import TomoError
 from brain.messages import (
     Document,
@@ -78,24 +78,13 @@ def retryable(exc: OneBotError) -> bool:
 async def with_retries(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
     """`call()`, retried with backoff while it fails in a way that may pass; the last
     failure, and any other, is raised."""
-    delay = policy.first_delay_s
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return await call()
-        except OneBotError as exc:
-            if attempt == policy.attempts or not retryable(exc):
-                raise
-            log.warning("QQ: %s failed (%s); retry %d in %.1f s", what, exc, attempt, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, policy.max_delay_s)
-    raise AssertionError("unreachable")  # pragma: no cover
 
+    def judge(exc: Exception) -> Verdict:
+        return Retry.BACKOFF if isinstance(exc, OneBotError) and retryable(exc) else Retry.NO
 
-class Delivery(enum.Enum):
-    SENT = "sent"
-    SENT_PRIVATELY = "sent privately"  # a group's private reply, in the person's own chat
-    PRIVATE_REFUSED = "private refused"  # ...which QQ refused (not friends, no temp chat)
-    FAILED = "failed"
+    return await with_backoff(
+        call, policy=policy, what=what, judge=judge, log=log, describe=str, label="QQ: "
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,9 +142,7 @@ class QQSender:
                 return Delivery.FAILED
             return Delivery.SENT_PRIVATELY if privately else Delivery.SENT
         finally:
-            for segment in reply.segments:
-                if isinstance(segment, Document):
-                    await self.blobs.delete(segment.blob_key)
+            await discard_documents(reply, self.blobs)
 
     def _target(self, reply: Reply, *, asker: PersonRef | None, privately: bool) -> _Target:
         if privately and asker is not None:

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bots import incoming
 from bots.qq.cq import to_segments
 from bots.textsplit import split_text
 from brain.commands import parse_command
-from brain.messages import ChatRef, Inbound, PersonRef, Segment, Text
+from brain.messages import ChatRef, PersonRef
 
 JSON = dict[str, Any]
 
@@ -42,31 +42,8 @@ class MediaRef:
     size_bytes: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Incoming:
+class Incoming(incoming.Incoming[MediaRef]):
     """A OneBot message event read into tomo's terms, its media not yet fetched."""
-
-    id: str
-    chat: ChatRef
-    author: PersonRef
-    text: str
-    media: tuple[MediaRef, ...]
-    to_bot: bool
-    reply_to: str | None
-    sent_at: datetime
-
-    def inbound(self, media: Sequence[Segment] = ()) -> Inbound:
-        segments: list[Segment] = [Text(text=self.text)] if self.text.strip() else []
-        segments.extend(media)
-        return Inbound(
-            id=self.id,
-            chat=self.chat,
-            author=self.author,
-            segments=tuple(segments),
-            to_bot=self.to_bot,
-            reply_to=self.reply_to,
-            sent_at=self.sent_at,
-        )
 
 
 class OwnMessages:

@@ -32,10 +32,13 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from bots.answering import Answering
+from bots.delivery import Delivery, apology, note
+from bots.downloads import fetch_all
 from bots.settings import TelegramSettings
-from bots.telegram.logs import TokenFilterInstalled
-from bots.telegram.media import MediaUnavailableError, fetch
-from bots.telegram.send import Delivery, RetryPolicy, TelegramSender, chat_action, with_retries
+from bots.telegram.logs import mask_token
+from bots.telegram.media import fetch
+from bots.telegram.send import RetryPolicy, TelegramSender, chat_action, with_retries
 from bots.telegram.translate import (
     ALLOWED_UPDATES,
     BOT_COMMANDS,
@@ -45,7 +48,7 @@ from bots.telegram.translate import (
     seconds,
 )
 from brain.errors import ConfigError, TomoError
-from brain.messages import Inbound, PersonRef, Reply, Segment, Text, Voice
+from brain.messages import Inbound, PersonRef, Reply, Segment, Voice
 from brain.ports import BlobStore
 from brain.speech.service import asks_for_voice
 
@@ -66,7 +69,9 @@ class EditSink(Protocol):
     async def edit(self, inbound: Inbound) -> None: ...
 
 
-class TelegramAdapter:
+class TelegramAdapter(Answering[Incoming]):
+    platform = "Telegram"
+
     def __init__(
         self,
         settings: TelegramSettings,
@@ -86,7 +91,7 @@ class TelegramAdapter:
         self.edits = edits
         self.retry = retry or RetryPolicy()
         self.chat_action_every_s = chat_action_every_s
-        self._redaction = TokenFilterInstalled(token)
+        self._redaction = mask_token(token)
         api = settings.api_base.rstrip("/")
         self._requests = (
             HTTPXRequest(connection_pool_size=32, read_timeout=15.0, pool_timeout=10.0),
@@ -307,33 +312,16 @@ class TelegramAdapter:
         if incoming.edited:
             await self._edit(incoming)
             return
-        media, trouble = await self._fetch_media(incoming)
-        inbound = incoming.inbound(media)
-        if trouble and inbound.to_bot:
-            await self._say(inbound, f"I couldn't get that from Telegram: {trouble}.")
-        if inbound.is_blank:
-            return
-        replies = await self._think(inbound)
-        noted = False
-        for reply in replies:
-            outcome = await self.sender.deliver(reply, asker=inbound.author)
-            if noted or outcome not in (Delivery.SENT_PRIVATELY, Delivery.PRIVATE_REFUSED):
-                continue
-            noted = True
-            if outcome is Delivery.SENT_PRIVATELY:
-                await self._say(inbound, "I've answered you in our private chat.")
-            else:
-                await self._say(inbound, self._start_me_first())
+        await self.answer(incoming)
+
+    async def _on_private(self, inbound: Inbound, outcome: Delivery) -> None:
+        if outcome is Delivery.SENT_PRIVATELY:
+            await self._say(inbound, "I've answered you in our private chat.")
+        else:
+            await self._say(inbound, self._start_me_first())
 
     async def _fetch_media(self, incoming: Incoming) -> tuple[list[Segment], str | None]:
-        found: list[Segment] = []
-        trouble: str | None = None
-        for ref in incoming.media:
-            try:
-                found.append(await fetch(self.bot, ref, blobs=self.blobs))
-            except MediaUnavailableError as exc:
-                trouble = str(exc)
-        return found, trouble
+        return await fetch_all(incoming.media, partial(fetch, self.bot, blobs=self.blobs))
 
     async def _think(self, inbound: Inbound) -> list[Reply]:
         try:
@@ -354,10 +342,7 @@ class TelegramAdapter:
                 return await self.brain.handle(inbound)
         except TomoError as exc:
             log.warning("the brain could not answer a Telegram message: %s", exc)
-            if not inbound.to_bot:
-                return []
-            text = f"Sorry, something went wrong on my side: {exc}"
-            return [Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)]
+            return apology(inbound, exc)
 
     async def _edit(self, incoming: Incoming) -> None:
         if self.edits is None:
@@ -366,8 +351,7 @@ class TelegramAdapter:
         await self.edits.edit(incoming.inbound())
 
     async def _say(self, inbound: Inbound, text: str) -> None:
-        note = Reply(chat=inbound.chat, segments=(Text(text=text),), reply_to=inbound.id)
-        await self.sender.deliver(note)
+        await self.sender.deliver(note(inbound, text))
 
     def _start_me_first(self) -> str:
         handle = f"@{self.me.username}" if self.me else "me"

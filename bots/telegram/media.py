@@ -11,6 +11,7 @@ import logging
 from telegram import Bot
 from telegram.error import TelegramError
 
+from bots.downloads import MediaUnavailableError, check_size
 from bots.telegram.translate import MediaRef
 from brain.messages import Image, Segment, Sticker, Voice
 from brain.ports import BlobStore
@@ -21,24 +22,11 @@ log = logging.getLogger(__name__)
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
 
-class MediaUnavailableError(Exception):
-    """A file of a message could not be fetched (too large, or Telegram refused)."""
-
-
-def is_ogg_opus(data: bytes) -> bool:
-    return data[:4] == b"OggS" and b"OpusHead" in data[:512]
-
-
-def is_webp(data: bytes) -> bool:
-    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-
-
 async def fetch(
     bot: Bot, ref: MediaRef, *, blobs: BlobStore, max_bytes: int = MAX_DOWNLOAD_BYTES
 ) -> Segment:
     """Download the file `ref` names into `blobs`; its segment for the Inbound."""
-    if ref.size_bytes is not None and ref.size_bytes > max_bytes:
-        raise MediaUnavailableError(f"the {ref.kind} is larger than {max_bytes // 2**20} MB")
+    check_size(ref.kind, ref.size_bytes, max_bytes=max_bytes)
     try:
         file = await bot.get_file(ref.file_id)
         data = bytes(await file.download_as_bytearray())
@@ -46,8 +34,7 @@ async def fetch(
         # The message of a download error never carries the file URL (it holds the token).
         log.warning("could not fetch a %s from Telegram: %s", ref.kind, type(exc).__name__)
         raise MediaUnavailableError(f"Telegram did not hand over the {ref.kind}") from None
-    if len(data) > max_bytes:
-        raise MediaUnavailableError(f"the {ref.kind} is larger than {max_bytes // 2**20} MB")
+    check_size(ref.kind, len(data), max_bytes=max_bytes)
     key = await blobs.put(data, mime=ref.mime)
     if ref.kind == "voice":
         return Voice(blob_key=key, mime=ref.mime, duration_s=max(ref.duration_s, 0.0))

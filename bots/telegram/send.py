@@ -9,9 +9,7 @@ nothing a model writes can break Telegram's markup parser.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +20,10 @@ from telegram import Bot, ReplyParameters
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
-from bots.telegram.media import is_ogg_opus
+from bots.delivery import Delivery, discard_documents
+from bots.downloads import is_ogg_opus
+from bots.repeating import repeating
+from bots.retry import Retry, Verdict, with_backoff
 from bots.telegram.translate import seconds, split_text
 from brain.errors import TomoError
 from brain.messages import Document, Image, PersonRef, Reply, Segment, Sticker, Text, Voice
@@ -47,32 +48,26 @@ class RetryPolicy:
 async def with_retries(call: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
     """`call()`, retried on flood control and network trouble; other errors (a bad
     request, a forbidden chat) and the last failure are raised."""
-    delay = policy.first_delay_s
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return await call()
-        except BadRequest:
-            raise  # a NetworkError subclass in PTB, but retrying cannot fix it
-        except RetryAfter as exc:
-            if attempt == policy.attempts:
-                raise
-            wait = min(max(seconds(exc.retry_after), 0.0), policy.max_flood_wait_s)
-            log.warning("Telegram flood control: %s waits %.1f s", what, wait)
-            await asyncio.sleep(wait)
-        except NetworkError as exc:  # TimedOut included
-            if attempt == policy.attempts:
-                raise
-            log.warning(
-                "%s failed (%s: %s); retry %d in %.1f s",
-                what,
-                type(exc).__name__,
-                exc.message,
-                attempt,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, policy.max_delay_s)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def judge(exc: Exception) -> Verdict:
+        if isinstance(exc, BadRequest):
+            return Retry.NO  # a NetworkError subclass in PTB, but retrying cannot fix it
+        if isinstance(exc, RetryAfter):
+            return min(max(seconds(exc.retry_after), 0.0), policy.max_flood_wait_s)
+        return Retry.BACKOFF if isinstance(exc, NetworkError) else Retry.NO  # TimedOut too
+
+    def describe(exc: Exception) -> str:
+        return f"{type(exc).__name__}: {exc.message if isinstance(exc, TelegramError) else exc}"
+
+    return await with_backoff(
+        call,
+        policy=policy,
+        what=what,
+        judge=judge,
+        log=log,
+        describe=describe,
+        rate_limit="Telegram flood control",
+    )
 
 
 @contextlib.asynccontextmanager
@@ -82,28 +77,14 @@ async def chat_action(
     """Show `action` ("typing...", "recording a voice message...") until the block ends;
     Telegram clears it after about 5 s, so it is sent again every `every_s`."""
 
-    async def repeat() -> None:
-        while True:
-            try:
-                await bot.send_chat_action(chat_id, action)
-            except TelegramError as exc:  # cosmetic: never retried, never fatal
-                log.debug("chat action not shown: %s", type(exc).__name__)
-            await asyncio.sleep(every_s)
+    async def show() -> None:
+        try:
+            await bot.send_chat_action(chat_id, action)
+        except TelegramError as exc:  # cosmetic: never retried, never fatal
+            log.debug("chat action not shown: %s", type(exc).__name__)
 
-    task = asyncio.create_task(repeat())
-    try:
+    async with repeating(show, every_s=every_s):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-class Delivery(enum.Enum):
-    SENT = "sent"
-    SENT_PRIVATELY = "sent privately"  # a group's private reply, in the person's own chat
-    PRIVATE_REFUSED = "private refused"  # ...which Telegram refused: they never started us
-    FAILED = "failed"
 
 
 class TelegramSender:
@@ -152,9 +133,7 @@ class TelegramSender:
                 return Delivery.FAILED
             return Delivery.SENT_PRIVATELY if privately else Delivery.SENT
         finally:
-            for segment in reply.segments:
-                if isinstance(segment, Document):
-                    await self.blobs.delete(segment.blob_key)
+            await discard_documents(reply, self.blobs)
 
     async def send_text(
         self, chat_id: int, text: str, *, thread: ReplyParameters | None = None

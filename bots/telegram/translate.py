@@ -13,15 +13,15 @@ message is passed on with to_bot=False, to be remembered but not answered.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 from telegram import Chat as TgChat
 from telegram import Message, MessageEntity, User
 
-from brain.messages import ChatRef, Inbound, PersonRef, Segment, Text
+from bots import incoming, textsplit
+from brain.messages import ChatRef, PersonRef
 
 # Telegram's limits, in UTF-16 code units (how Telegram counts characters).
 TEXT_LIMIT = 4096
@@ -63,31 +63,10 @@ class MediaRef:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Incoming:
+class Incoming(incoming.Incoming[MediaRef]):
     """A Telegram message read into tomo's terms, its media not yet fetched."""
 
-    id: str
-    chat: ChatRef
-    author: PersonRef
-    text: str
-    media: tuple[MediaRef, ...]
-    to_bot: bool
-    reply_to: str | None
-    sent_at: datetime
     edited: bool = False
-
-    def inbound(self, media: Sequence[Segment] = ()) -> Inbound:
-        segments: list[Segment] = [Text(text=self.text)] if self.text.strip() else []
-        segments.extend(media)
-        return Inbound(
-            id=self.id,
-            chat=self.chat,
-            author=self.author,
-            segments=tuple(segments),
-            to_bot=self.to_bot,
-            reply_to=self.reply_to,
-            sent_at=self.sent_at,
-        )
 
 
 def person_of(user: User) -> PersonRef:
@@ -251,53 +230,7 @@ def media_of(message: Message) -> tuple[MediaRef, ...]:
 # outgoing text -----------------------------------------------------------------------
 
 
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-_BREAKS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"\n\s*\n"),  # paragraphs
-    re.compile(r"\n"),  # lines
-    re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])"),  # sentences
-    re.compile(r"\s+"),  # words
-)
-
-
 def split_text(text: str, *, limit: int = TEXT_LIMIT) -> list[str]:
-    """`text` in pieces of at most `limit` UTF-16 units, cut at the last paragraph, line,
-    sentence or word break that fits (a hard cut only inside a very long word)."""
-    pieces: list[str] = []
-    rest = text.strip()
-    while rest:
-        if utf16_len(rest) <= limit:
-            pieces.append(rest)
-            break
-        fit = _fitting_prefix(rest, limit)
-        cut = _last_break(rest[:fit], floor=fit // 3)
-        head, tail = (rest[: cut[0]], rest[cut[1] :]) if cut else (rest[:fit], rest[fit:])
-        if head.strip():
-            pieces.append(head.rstrip())
-        rest = tail.strip()
-    return pieces
-
-
-def _fitting_prefix(text: str, limit: int) -> int:
-    """The number of characters of `text` that fit in `limit` UTF-16 units."""
-    used = 0
-    for i, ch in enumerate(text):
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > limit:
-            return max(i, 1)
-    return len(text)
-
-
-def _last_break(window: str, *, floor: int) -> tuple[int, int] | None:
-    """(end of the head, start of the tail) at the best break in `window` past `floor`."""
-    for pattern in _BREAKS:
-        last: tuple[int, int] | None = None
-        for match in pattern.finditer(window):
-            if match.start() >= floor:
-                last = (match.start(), match.end())
-        if last is not None:
-            return last
-    return None
+    """`text` cut to Telegram's message limit (in UTF-16 units, as bots/textsplit.py
+    counts) at paragraph, line, sentence or word breaks."""
+    return textsplit.split_text(text, limit=limit)

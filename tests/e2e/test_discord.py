@@ -21,8 +21,9 @@ import pytest
 from PIL import Image as PILImage
 
 from bots.app import App, build_app, build_discord
+from bots.delivery import Delivery
 from bots.discord.adapter import BAD_TOKEN, NO_CONTENT_INTENT, DiscordAdapter
-from bots.discord.send import Delivery, RetryPolicy
+from bots.discord.send import RetryPolicy
 from bots.runner import run_platforms
 from bots.settings import Settings
 from brain.blobs import UnknownBlobError, blob_key

@@ -18,9 +18,10 @@ import pytest
 from PIL import Image as PILImage
 
 from bots.app import App, build_app, build_qq
+from bots.delivery import Delivery
 from bots.qq.adapter import PRIVATE_NOTE, QQAdapter
 from bots.qq.onebot import ConnectPolicy
-from bots.qq.send import Delivery, RetryPolicy
+from bots.qq.send import RetryPolicy
 from bots.runner import run_platforms
 from bots.settings import Settings
 from brain.blobs import UnknownBlobError, blob_key

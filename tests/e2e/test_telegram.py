@@ -21,10 +21,11 @@ import pytest
 from PIL import Image as PILImage
 
 from bots.app import App, build_app, build_telegram
+from bots.delivery import Delivery
 from bots.runner import run_platforms
 from bots.settings import Settings
 from bots.telegram.adapter import BAD_TOKEN, TelegramAdapter
-from bots.telegram.send import Delivery, RetryPolicy
+from bots.telegram.send import RetryPolicy
 from brain.blobs import UnknownBlobError, blob_key
 from brain.errors import ConfigError
 from brain.memory.types import NewMemory, scope_of

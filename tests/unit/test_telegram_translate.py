@@ -12,13 +12,13 @@ import pytest
 from telegram import Message
 
 import bots.telegram  # noqa: F401  (opts in to PTB's timedelta durations)
-from bots.telegram.logs import MASK, TokenFilter
+from bots.telegram.logs import MASK, SecretFilter
 from bots.telegram.translate import (
     BotIdentity,
     read_message,
     split_text,
-    utf16_len,
 )
+from bots.textsplit import utf16_len
 from brain.messages import Text
 
 ME = BotIdentity(id=7301234567, username="tomo_test_bot")
@@ -212,7 +212,7 @@ def test_split_of_cjk_sentences() -> None:
 
 def test_the_token_is_masked_in_messages_and_tracebacks() -> None:
     token = "123:ABC-def"
-    masker = TokenFilter(token)
+    masker = SecretFilter(token)
     record = logging.LogRecord(
         "httpx", logging.INFO, __file__, 1, "HTTP Request: %s %s", ("POST", f"/bot{token}/x"), None
     )
