@@ -38,6 +38,7 @@ from brain.ports import (
     TokenSink,
 )
 from brain.prompt import MemoryContext, TimeFacts, build_turns
+from brain.speech.pcm import clock_text
 from brain.speech.service import Speech, VoiceStream, asks_for_voice
 from brain.stickers import Stickers, sticker_command
 
@@ -430,8 +431,8 @@ class Brain:
                 continue
             if seg.duration_s > limit:
                 trouble = (
-                    f"That voice note is {_clock(seg.duration_s)} long; I can listen to "
-                    f"voice notes up to {_clock(limit)}. Could you send a shorter one?"
+                    f"That voice note is {clock_text(seg.duration_s)} long; I can listen to "
+                    f"voice notes up to {clock_text(limit)}. Could you send a shorter one?"
                 )
                 continue
             try:
@@ -495,14 +496,10 @@ class Brain:
         sent_last = last is not None and any(isinstance(s, Sticker) for s in last.segments)
         if not stickers.may_send(person=person, chat=inbound.chat, sent_last=sent_last):
             return ()
-        chosen = stickers.choose(
-            reply=answer,
-            model_emotion=await stickers.model_emotion(answer, self.persona),
-            person=person,
-            persona=self.persona,
-            context=f"{inbound.text}\n{answer}",
+        chosen = await stickers.decide(
+            reply=answer, person=person, persona=self.persona, context=f"{inbound.text}\n{answer}"
         )
-        if not stickers.wants(chosen, self.persona):
+        if chosen is None:
             return ()
         sticker = await stickers.render(chosen, self.blobs)
         return (sticker,) if sticker is not None else ()
@@ -546,11 +543,6 @@ def _feeding(voice: VoiceStream, sink: TokenSink | None) -> TokenSink:
             await sink(piece)
 
     return feed
-
-
-def _clock(seconds: float) -> str:
-    whole = round(seconds)
-    return f"{whole // 60}:{whole % 60:02d}"
 
 
 __all__ = ["Brain", "BrainConfig", "ChatLocks", "LongTermMemory"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from brain.avatar.emotions import accessory_for_context, pick_emotion
+from brain.avatar.emotions import accessory_for_context, emotion_from_text, pick_emotion
 from brain.avatar.parts import ACCESSORIES
 from brain.errors import ModelError, TomoError
 from brain.messages import ChatRef, Sticker
@@ -120,8 +120,26 @@ class Stickers:
             return False
         return not (chat.kind == "group" and sent_last)
 
-    def wants(self, chosen: Chosen, persona: PersonaCard) -> bool:
-        return chosen.strength >= STRONG or self.rng.random() < persona.sticker_rate
+    async def decide(
+        self, *, reply: str, person: Person, persona: PersonaCard, context: str
+    ) -> Chosen | None:
+        """The sticker for `reply`, or None when none goes with it.
+
+        A sticker goes when the emotion is strong or by the persona's rate. The model
+        can only name an emotion as strong as the words already show (pick_emotion), so
+        when the words are weak and the rate says no, the model is not asked at all.
+        """
+        by_rate = self.rng.random() < persona.sticker_rate
+        if not by_rate and emotion_from_text(reply)[1] < STRONG:
+            return None
+        chosen = self.choose(
+            reply=reply,
+            model_emotion=await self.model_emotion(reply, persona),
+            person=person,
+            persona=persona,
+            context=context,
+        )
+        return chosen if by_rate or chosen.strength >= STRONG else None
 
     async def render(self, chosen: Chosen, blobs: BlobStore) -> Sticker | None:
         try:

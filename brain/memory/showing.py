@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from brain.memory.types import Memory, scope_of
 from brain.messages import ChatRef, Segment, Text, Voice
 from brain.ports import StoredMessage
+from brain.speech.pcm import clock_text
 
 if TYPE_CHECKING:
     from brain.commands import CommandContext
@@ -101,8 +102,7 @@ def voiced(message: StoredMessage) -> str:
     """ "(voice note, 0:07) " before a transcript, so that it reads as heard, not typed."""
     for seg in message.segments:
         if isinstance(seg, Voice) and seg.transcript is not None and message.role == "user":
-            seconds = round(seg.duration_s)
-            return f"(voice note, {seconds // 60}:{seconds % 60:02d}) "
+            return f"(voice note, {clock_text(round(seg.duration_s))}) "
     return ""
 
 

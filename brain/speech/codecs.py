@@ -29,7 +29,7 @@ from av.audio.stream import AudioStream
 from av.container import InputContainer
 
 from brain.speech import silk
-from brain.speech.pcm import AudioError, Pcm
+from brain.speech.pcm import AudioError, Pcm, clock_text
 
 Container = Literal["ogg", "mp3", "m4a", "wav", "webm"]
 
@@ -358,15 +358,8 @@ class _Samples:
 def _too_long(limit_s: float, length_s: float | None) -> AudioError:
     """The refusal for audio over the limit; `length_s` None when only known to be over."""
     # Rounded up, so a note just over the limit never reads as exactly the limit.
-    shown = "this one is longer" if length_s is None else f"this one is {_clock(length_s)}"
+    shown = "this one is longer" if length_s is None else f"this one is {clock_text(length_s)}"
     return AudioError(f"This audio is too long: voice notes up to {_spoken(limit_s)}; {shown}.")
-
-
-def _clock(seconds: float) -> str:
-    """A length as people write it: "7:12", "1:02:03"."""
-    hours, rest = divmod(math.ceil(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _spoken(seconds: float) -> str:
@@ -376,7 +369,7 @@ def _spoken(seconds: float) -> str:
         return "1 minute" if minutes == 1 else f"{minutes} minutes"
     if seconds < 120 and seconds == int(seconds):
         return "1 second" if seconds == 1 else f"{int(seconds)} seconds"
-    return _clock(seconds)
+    return clock_text(seconds)
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from brain.errors import InputError
+
+
+def clock_text(seconds: float) -> str:
+    """A length as people write it: "7:12", "1:02:03" (whole seconds, rounded up)."""
+    hours, rest = divmod(math.ceil(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class AudioError(InputError):
