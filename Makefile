@@ -36,8 +36,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	@touch $@
 
+# The tests train small LoRA adapters on the CPU: the `train` extra, with torch's CPU
+# build (TORCH; a plain `torch` from PyPI is a CUDA build of several GB).
+TORCH ?= torch==2.13.0
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[test,train]'
 	@touch $@
 
 install: system-deps $(VENV)/.installed

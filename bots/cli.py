@@ -1,4 +1,4 @@
-"""The `tomo` command: run, chat, migrate, config, bench, sticker."""
+"""The `tomo` command: run, chat, migrate, config, bench, sticker, persona."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import typer
 from pydantic import ValidationError
 
+from bots.persona_cli import persona_app
 from bots.settings import Settings, masked
 from brain.errors import ConfigError, TomoError
 
@@ -40,6 +41,7 @@ sticker_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sticker_app, name="sticker")
+app.add_typer(persona_app, name="persona")
 
 
 def load_settings() -> Settings:
