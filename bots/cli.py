@@ -109,9 +109,15 @@ def migrate() -> None:
 
 @app.command()
 def config() -> None:
-    """Print the effective configuration (secrets masked) as JSON."""
+    """Print the effective configuration (secrets masked) as JSON, and which model and
+    LoRA adapters answer ("answering")."""
+    from bots.app import build_model, build_model_router, describe_models
+
     settings = load_settings()
-    typer.echo(json.dumps(masked(settings), indent=2))
+    shown = masked(settings)
+    model = build_model(settings)
+    shown["answering"] = describe_models(model, build_model_router(settings, model))
+    typer.echo(json.dumps(shown, indent=2))
 
 
 @bench_app.command("pipeline")
@@ -223,6 +229,21 @@ def bench_sticker(
     from bots.bench_sticker import sticker_bench
 
     _run(sticker_bench(repeats=repeats))
+
+
+@bench_app.command("persona")
+def bench_persona(
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps for SFT and for DPO.")] = 8,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch.")] = 2,
+) -> None:
+    """Persona LoRA costs: seconds a SFT and a DPO step, export and merge time, memory."""
+    from bots.app import load_persona
+    from bots.bench_persona import persona_bench
+    from brain.persona.train import require_training_stack
+
+    require_training_stack()
+    settings = load_settings()
+    persona_bench(card=load_persona(settings.persona), steps=steps, threads=threads)
 
 
 @sticker_app.command("sheet")

@@ -92,6 +92,7 @@ def train_command(
     """
     import shutil
 
+    from brain.persona.dataset import dataset_files
     from brain.persona.train import TrainConfig, base_checkpoint, require_training_stack, train
 
     if stage not in ("sft", "dpo"):
@@ -100,9 +101,7 @@ def train_command(
     require_training_stack()
     root = _data_dir() / "persona"
     name = _run_name(person)
-    data = data or root / "data" / (
-        f"{chosen}.jsonl" if person is None else f"{name}-{chosen}.jsonl"
-    )
+    data = data or root / "data" / dataset_files(person)[0 if chosen == "sft" else 1]
     if not data.is_file():
         raise ConfigError(f"No training data at {data}: run `tomo persona dataset` first.")
     run = run_dir or root / "runs" / f"{name}-{chosen}"

@@ -79,6 +79,8 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
     stop = stop or asyncio.Event()
     with hold_data_dir(settings.data_dir), _stop_on_signals(stop):
         app = await build_app(settings)
+        for line in app.model_lines():
+            log.info("answering with %s", line)
         loader = getattr(app.model, "aload", None)
         warm = asyncio.ensure_future(loader()) if loader is not None else None
         adapters: list[asyncio.Task[None]] = []

@@ -35,7 +35,9 @@ class LLMSettings(_Section):
     # echo model for trying adapters and for tests (no model at all).
     backend: Literal["llamacpp", "openai", "stub"] = "llamacpp"
     model_path: Path | None = None  # a GGUF file; unset: the bundled SmolLM2
-    lora_path: Path | None = None  # a GGUF LoRA adapter for llama.cpp
+    # the persona's GGUF LoRA adapter for llama.cpp (`tomo persona export`); checked at
+    # start: a bad one is logged as an error and tomo runs on the base model
+    lora_path: Path | None = None
     base_url: str | None = None  # OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1
     model: str | None = None  # model name on that server
     api_key: SecretStr | None = None
@@ -43,6 +45,15 @@ class LLMSettings(_Section):
     n_threads: int = Field(default=2, ge=1)
     max_reply_tokens: int = Field(default=200, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    # Per-person adapters (HiveMind), chosen per message when a person has one.
+    # llamacpp: <adapters_dir>/<person id>.gguf (unset: <data_dir>/adapters/people),
+    # adapter_cache of them kept loaded (least recently used closed first; 0: off).
+    adapters_dir: Path | None = None
+    adapter_cache: int = Field(default=2, ge=0)
+    # openai: a person is answered with the model <adapter_prefix><person id> when the
+    # server lists it (GET /models, asked again every adapter_list_ttl_s; empty: off).
+    adapter_prefix: str = "tomo-person-"
+    adapter_list_ttl_s: float = Field(default=300.0, gt=0)
 
 
 class TelegramSettings(_Section):
@@ -191,6 +202,11 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'tomo.db'}"
+
+    @property
+    def effective_adapters_dir(self) -> Path:
+        """Where per-person GGUF LoRA adapters live: <person id>.gguf."""
+        return (self.llm.adapters_dir or self.data_dir / "adapters" / "people").expanduser()
 
     def configured_platforms(self) -> list[str]:
         found = []

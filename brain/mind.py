@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,6 +32,7 @@ from brain.ports import (
     LanguageModel,
     LongTermStore,
     MemoryStore,
+    ModelChooser,
     NewMessage,
     Person,
     StoredMessage,
@@ -115,8 +116,30 @@ class ChatLocks:
         return len(self._locks)
 
 
+class OneModel:
+    """The ModelChooser that answers everyone with the same (persona) model."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        self.model = model
+
+    def for_person(self, person_id: int) -> AbstractAsyncContextManager[LanguageModel]:
+        return nullcontext(self.model)
+
+    def describe(self) -> str:
+        return "per-person adapters: none (the persona model answers everyone)"
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close (the persona model is closed by its owner)."""
+
+
 class Brain:
-    """The shared brain. Knows no platform and no database, only its ports."""
+    """The shared brain. Knows no platform and no database, only its ports.
+
+    `model` is the persona model: it writes replies and answers the structured side
+    calls (recall query, sticker emotion, consolidation). `models`, when given, chooses
+    the model that writes the reply to each person (a per-person adapter); unset, the
+    persona model answers everyone.
+    """
 
     def __init__(
         self,
@@ -130,9 +153,11 @@ class Brain:
         speech: Speech | None = None,
         blobs: BlobStore | None = None,
         stickers: Stickers | None = None,
+        models: ModelChooser | None = None,
     ) -> None:
         self.store = store
         self.model = model
+        self.models: ModelChooser = models if models is not None else OneModel(model)
         self.persona = persona
         self.clock = clock
         self.config = config or BrainConfig()
@@ -241,7 +266,8 @@ class Brain:
         )
         voice = self._voice_stream(person, inbound, spoke=spoke)
         try:
-            answer = await self._generate(turns, on_token=on_token, voice=voice)
+            async with self.models.for_person(person.id) as model:
+                answer = await self._generate(turns, model=model, on_token=on_token, voice=voice)
         except BaseException:
             if voice is not None:
                 await voice.cancel()
@@ -392,6 +418,7 @@ class Brain:
         self,
         turns: list[ChatTurn],
         *,
+        model: LanguageModel,
         on_token: TokenSink | None,
         voice: VoiceStream | None = None,
     ) -> str:
@@ -399,12 +426,12 @@ class Brain:
         if voice is not None:
             on_token = _feeding(voice, on_token)
         if on_token is None:
-            text = await self.model.complete(
+            text = await model.complete(
                 turns, max_tokens=cfg.max_reply_tokens, temperature=cfg.temperature
             )
         else:
             pieces: list[str] = []
-            async for piece in self.model.stream(
+            async for piece in model.stream(
                 turns, max_tokens=cfg.max_reply_tokens, temperature=cfg.temperature
             ):
                 pieces.append(piece)
@@ -545,4 +572,4 @@ def _feeding(voice: VoiceStream, sink: TokenSink | None) -> TokenSink:
     return feed
 
 
-__all__ = ["Brain", "BrainConfig", "ChatLocks", "LongTermMemory"]
+__all__ = ["Brain", "BrainConfig", "ChatLocks", "LongTermMemory", "OneModel"]

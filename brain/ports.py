@@ -7,6 +7,7 @@ tests/contract runs against every implementation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -74,6 +75,14 @@ class StoredMessage(_Frozen):
     answers_id: int | None = None
 
 
+class ReplyInContext(_Frozen):
+    """One of the bot's stored replies with the messages of its chat just before it
+    (oldest first): what the persona said and what it had in front of it."""
+
+    reply: StoredMessage
+    before: tuple[StoredMessage, ...]
+
+
 @runtime_checkable
 class LanguageModel(Protocol):
     """A chat model. `complete` may be asked for JSON that follows a schema."""
@@ -99,6 +108,18 @@ class LanguageModel(Protocol):
     ) -> AsyncIterator[str]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ModelChooser(Protocol):
+    """Which model writes the reply to a person: their own adapter (HiveMind) when they
+    have one, else the persona model.
+
+    `async with chooser.for_person(person_id) as model:` - the model stays in use (it is
+    not closed or evicted) until the block ends.
+    """
+
+    def for_person(self, person_id: int) -> AbstractAsyncContextManager[LanguageModel]: ...
 
 
 @runtime_checkable
@@ -145,11 +166,66 @@ class BlobStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class Delivery(_Frozen):
+    """One stream entry handed to a consumer; it stays pending until acked."""
+
+    stream: str
+    entry_id: str  # opaque, increasing within a stream
+    payload: bytes
+    deliveries: int  # 1 when first read; +1 each time claim_stale hands it on
+
+
 @runtime_checkable
 class Bus(Protocol):
-    async def publish(self, topic: str, payload: bytes) -> None: ...
+    """At-least-once work queues (streams read by consumer groups) and per-key locks.
 
-    def subscribe(self, topic: str) -> AsyncIterator[bytes]: ...
+    In process (asyncio) when TOMO_REDIS_URL is unset; Redis Streams otherwise. A
+    gateway publishes each Inbound (JSON bytes) to one inbound stream; N workers share
+    one group on it; a worker takes `lock(chat key)` so a chat's events never run
+    concurrently, handles the entry, publishes the replies to the reply stream of the
+    gateway that owns the connection, and acks only then. Entries a dead consumer left
+    pending are taken over with `claim_stale`, so handling must be idempotent (the
+    platform message id de-duplicates). Failures raise StorageError, without secrets.
+    """
+
+    async def publish(self, stream: str, payload: bytes, *, maxlen: int | None = None) -> str:
+        """Append an entry; returns its id. The stream keeps about `maxlen` entries
+        (approximate trimming; None: the bus's default)."""
+        ...
+
+    async def consume(
+        self, stream: str, *, group: str, consumer: str, count: int = 1, block_ms: int = 0
+    ) -> list[Delivery]:
+        """Up to `count` entries no consumer of `group` has had yet, oldest first;
+        waits up to `block_ms` (0: not at all) when there are none. The group is
+        created on first use and starts from the oldest entry the stream still holds."""
+        ...
+
+    async def ack(self, stream: str, *entry_ids: str, group: str) -> int:
+        """Mark entries done for `group`; returns how many were pending."""
+        ...
+
+    async def claim_stale(
+        self, stream: str, *, group: str, consumer: str, min_idle_ms: int, count: int = 16
+    ) -> list[Delivery]:
+        """Take over entries pending longer than `min_idle_ms` with any consumer
+        (XAUTOCLAIM); their delivery count rises. Trimmed-away entries are dropped."""
+        ...
+
+    async def length(self, stream: str) -> int:
+        """Entries the stream holds now (acked or not)."""
+        ...
+
+    def lock(
+        self, key: str, *, ttl_ms: int = 30_000, wait_ms: int | None = None, renew: bool = True
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold `key` exclusively: `async with bus.lock(...)`. The lock lapses `ttl_ms`
+        after its holder dies; while held it is renewed (unless renew=False, a lease
+        that lapses after ttl_ms regardless), and only its owner can release it.
+        Raises TimeoutError after `wait_ms` (None: wait as long as it takes)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
@@ -212,6 +288,14 @@ class MemoryStore(Protocol):
         ...
 
     async def count_messages(self, chat: ChatRef | None = None) -> int: ...
+
+    async def bot_replies(
+        self, *, before_id: int | None = None, limit: int, context: int
+    ) -> list[ReplyInContext]:
+        """The bot's own stored replies, newest first, with ids below `before_id` (None:
+        from the newest), each with up to `context` earlier messages of its chat. Pages
+        through everything the persona said (the training data of its LoRA)."""
+        ...
 
     async def aclose(self) -> None: ...
 

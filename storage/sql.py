@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from brain.messages import ChatRef, PersonRef, Segment
-from brain.ports import NewMessage, Person, StoredMessage
+from brain.ports import NewMessage, Person, ReplyInContext, StoredMessage
 from storage.database import SEGMENTS, Database, chat_ref, stored_message
 from storage.db import SQLITE_BUSY_TIMEOUT_MS
 from storage.tables import AccountRow, ChatRow, MessageEditRow, MessageRow, PersonRow
@@ -250,6 +250,44 @@ class SqlMemoryStore:
                     return 0
                 query = query.where(MessageRow.chat_id == chat_id)
             return int((await s.exec(query)).one())
+
+    async def bot_replies(
+        self, *, before_id: int | None = None, limit: int, context: int
+    ) -> list[ReplyInContext]:
+        async with self._session() as s:
+            query = (
+                select(MessageRow, ChatRow)
+                .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
+                .where(MessageRow.role == "assistant")
+            )
+            if before_id is not None:
+                query = query.where(col(MessageRow.id) < before_id)
+            replies = (await s.exec(query.order_by(col(MessageRow.id).desc()).limit(limit))).all()
+            found: list[ReplyInContext] = []
+            for row, chat_row in replies:
+                chat = chat_ref(chat_row)
+                earlier = (
+                    (
+                        await s.exec(
+                            select(MessageRow)
+                            .where(
+                                MessageRow.chat_id == row.chat_id,
+                                col(MessageRow.id) < row.id,
+                            )
+                            .order_by(col(MessageRow.id).desc())
+                            .limit(context)
+                        )
+                    ).all()
+                    if context > 0
+                    else []
+                )
+                found.append(
+                    ReplyInContext(
+                        reply=stored_message(row, chat),
+                        before=tuple(stored_message(m, chat) for m in reversed(earlier)),
+                    )
+                )
+            return found
 
 
 def _person(row: PersonRow) -> Person:

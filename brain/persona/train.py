@@ -299,11 +299,11 @@ def train(config: TrainConfig, *, log: LogSink | None = None) -> TrainResult:
             config, model, tokenizer, dataset, peft_config, common, cuda, resume, _LossLog()
         )
         output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        adapter_dir = config.run_dir / "adapter"
+        trainer.model.save_pretrained(str(adapter_dir))
+        tokenizer.save_pretrained(str(adapter_dir))
     steps = int(output.global_step)
-    adapter_dir = config.run_dir / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
     losses = read_losses(loss_log)
     png = plot_losses(losses, config.run_dir / "loss.png") if losses else None
     result = TrainResult(

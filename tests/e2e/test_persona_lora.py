@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -302,14 +301,14 @@ def test_training_data_errors_are_clear(base_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def data_dir(tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data dir whose converted base is the session's (no second conversion)."""
     root = tmp_path / "data"
     (root / "persona" / "base").mkdir(parents=True)
     (root / "persona" / "base" / base_dir.name).symlink_to(base_dir)
     monkeypatch.setenv("TOMO_DATA_DIR", str(root))
     monkeypatch.delenv("TOMO_LLM__MODEL_PATH", raising=False)
-    yield root
+    return root
 
 
 def test_the_commands_train_sft_then_dpo_and_export(data_dir: Path) -> None:
