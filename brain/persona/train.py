@@ -202,6 +202,15 @@ def _checkpointing_arg() -> str:
 
 def train(config: TrainConfig, *, log: LogSink | None = None) -> TrainResult:
     """Run SFT or DPO; resumes from the newest checkpoint in the run folder."""
+    with warnings.catch_warnings():
+        # peft and trl still ask the model the deprecated `is_gradient_checkpointing`.
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        return _train(config, log=log)
+
+
+def _train(config: TrainConfig, *, log: LogSink | None = None) -> TrainResult:
     require_training_stack()
     import torch
     from peft import LoraConfig, PeftModel
@@ -290,19 +299,14 @@ def train(config: TrainConfig, *, log: LogSink | None = None) -> TrainResult:
         **config.extra,
     }
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        # trl still asks the model the deprecated `is_gradient_checkpointing`.
-        warnings.filterwarnings(
-            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-        )
-        trainer = _trainer(
-            config, model, tokenizer, dataset, peft_config, common, cuda, resume, _LossLog()
-        )
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        seconds = time.perf_counter() - started
-        adapter_dir = config.run_dir / "adapter"
-        trainer.model.save_pretrained(str(adapter_dir))
-        tokenizer.save_pretrained(str(adapter_dir))
+    trainer = _trainer(
+        config, model, tokenizer, dataset, peft_config, common, cuda, resume, _LossLog()
+    )
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    adapter_dir = config.run_dir / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
     steps = int(output.global_step)
     losses = read_losses(loss_log)
     png = plot_losses(losses, config.run_dir / "loss.png") if losses else None
