@@ -195,13 +195,13 @@ def test_dpo_steps_from_the_sft_adapter_move_towards_the_chosen(
             run_dir=tmp_path / "run",
             base_dir=base_dir,
             init_adapter=sft_adapter,
-            max_steps=3,
+            max_steps=4,
             learning_rate=2e-3,
             threads=2,
             progress_bar=False,
         )
     )
-    assert result.steps == 3
+    assert result.steps == 4
     before = read_peft_adapter(sft_adapter, n_head=9, n_head_kv=3)
     after = read_peft_adapter(result.adapter_dir, n_head=9, n_head_kv=3)
     changed = [
@@ -213,11 +213,14 @@ def test_dpo_steps_from_the_sft_adapter_move_towards_the_chosen(
     ]
     assert len(changed) == len(after.pairs)
     losses = read_losses(tmp_path / "run" / "loss.jsonl")
-    assert len(losses) == 3
+    assert len(losses) == 4
     assert all(p["stage"] == "dpo" for p in losses)
     # the reference is the SFT model, so the first step's loss is log(2)
     assert losses[0]["loss"] == pytest.approx(np.log(2), abs=1e-3)
     assert losses[-1]["rewards/margins"] > 0
+    # and the generation moved from the rejected reply to the chosen one
+    assert "turtle" in peft_greedy(base_dir, sft_adapter).lower()
+    assert "otter" in peft_greedy(base_dir, result.adapter_dir).lower()
 
 
 @pytest.fixture(scope="module")
