@@ -187,8 +187,9 @@ def _parse(data: Any, *, file_size: int) -> GgufHeader:
     )
 
 
-def _open_checked(path: Path, *, what: str, setting: str) -> int:
-    """The size of the file at `path`, or a ModelError saying why it cannot be used."""
+def gguf_file_size(path: Path, *, what: str, setting: str) -> int:
+    """The size of the GGUF file at `path`, or a ModelError saying why it cannot be used
+    (missing, not a file, unreadable, not GGUF), naming the setting to fix."""
     if not path.exists():
         raise ModelError(f"The {what} {path} does not exist. Fix or unset {setting}.")
     if not path.is_file():
@@ -213,7 +214,7 @@ def read_gguf_header(
     path: Path, *, what: str = "model file", setting: str = MODEL_SETTING
 ) -> GgufHeader:
     """The header of a GGUF file (keys and tensor shapes), read without its weights."""
-    size = _open_checked(path, what=what, setting=setting)
+    size = gguf_file_size(path, what=what, setting=setting)
     try:
         with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             return _parse(mm, file_size=size)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from brain.errors import ModelError
-from brain.llm.adapters import LORA_SETTING, LoraInfo, check_lora
+from brain.llm.adapters import LORA_SETTING, LoraInfo, check_lora, gguf_file_size
 from brain.ports import ChatTurn
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 # llama.cpp library is loaded.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-GGUF_MAGIC = b"GGUF"
 MODEL_SETTING = "TOMO_LLM__MODEL_PATH"
 
 
@@ -51,22 +50,7 @@ def bundled_model_path() -> Path:
 
 def check_gguf(path: Path, *, setting: str = MODEL_SETTING) -> None:
     """Fail early, with the path and the setting to change, on a missing or bad file."""
-    if not path.exists():
-        raise ModelError(f"The model file {path} does not exist. Fix or unset {setting}.")
-    if not path.is_file():
-        raise ModelError(f"The model path {path} is not a file. Fix or unset {setting}.")
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelError(
-            f"Cannot read the model file {path} ({exc.strerror}). Fix {setting}."
-        ) from None
-    if magic != GGUF_MAGIC:
-        raise ModelError(
-            f"The model file {path} is not a GGUF model (corrupt or the wrong kind of file). "
-            f"Point {setting} at a .gguf file, or unset it to use the bundled model."
-        )
+    gguf_file_size(path, what="model file", setting=setting)
 
 
 def _turn_dicts(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:

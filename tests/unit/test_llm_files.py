@@ -32,7 +32,7 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 def test_not_a_gguf(tmp_path: Path) -> None:
     bogus = tmp_path / "model.gguf"
     bogus.write_bytes(b"<html>not a model</html>")
-    with pytest.raises(ModelError, match="not a GGUF model") as info:
+    with pytest.raises(ModelError, match="not a GGUF file") as info:
         LlamaCppModel(model_path=bogus)
     assert str(bogus) in str(info.value)
 
