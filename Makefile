@@ -15,8 +15,9 @@ help:
 
 # Debian packages: espeak-ng speaks languages that have no piper voice (and the speech
 # tests use it); libcairo2 renders the avatar's SVG parts (cairosvg); fonts-wqy-microhei
-# covers Chinese and Japanese sticker captions. Installed when missing (root or sudo).
-SYSTEM_PACKAGES := espeak-ng libcairo2 fonts-wqy-microhei
+# covers Chinese and Japanese sticker captions; redis-server backs the bus tests (each test
+# session starts its own). Installed when missing (root or sudo).
+SYSTEM_PACKAGES := espeak-ng libcairo2 fonts-wqy-microhei redis-server
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
