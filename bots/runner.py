@@ -77,7 +77,7 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
             "has no adapter for it yet: unset them."
         )
     stop = stop or asyncio.Event()
-    with hold_data_dir(settings.data_dir), _stop_on_signals(stop):
+    with hold_data_dir(settings.data_dir), stop_on_signals(stop):
         app = await build_app(settings)
         for line in app.model_lines():
             log.info("answering with %s", line)
@@ -116,7 +116,7 @@ PLATFORMS_BUILT = frozenset({"telegram", "qq", "discord"})
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """SIGINT and SIGTERM set `stop` (a clean shutdown) instead of killing the process."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

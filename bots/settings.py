@@ -7,6 +7,7 @@ are never logged; `tomo config` prints them masked.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,8 @@ class LLMSettings(_Section):
     # server lists it (GET /models, asked again every adapter_list_ttl_s; empty: off).
     adapter_prefix: str = "tomo-person-"
     adapter_list_ttl_s: float = Field(default=300.0, gt=0)
+    # stub only: seconds each model call waits first (a slow model, for tests)
+    stub_delay_s: float = Field(default=0.0, ge=0)
 
 
 class TelegramSettings(_Section):
@@ -155,6 +158,27 @@ class StickerSettings(_Section):
     model_emotion: bool = True
 
 
+def _host_name() -> str:
+    return socket.gethostname() or "gateway"
+
+
+class ScaleSettings(_Section):
+    # Gateway and worker processes (TOMO_REDIS_URL set): `tomo gateway` runs the platforms
+    # and hands each message to the `tomo worker` processes over Redis.
+    # The gateway's name: its replies come back on the stream replies:<gateway_id>, so
+    # give each gateway its own, stable across restarts (default: the host name).
+    gateway_id: str = Field(default_factory=_host_name, min_length=1, pattern=r"^[^\s]+$")
+    # How long a gateway waits for a worker's answer before the person gets an apology
+    # (an answer that comes later is still sent).
+    reply_timeout_s: float = Field(default=120.0, gt=0)
+    concurrency: int = Field(default=4, ge=1)  # messages a worker handles at once
+    # A message a worker took but has not finished for this long (the worker died) is
+    # taken over by another worker.
+    claim_idle_ms: int = Field(default=30_000, ge=100)
+    # A chat's lock lapses this long after its holder died (renewed while it lives).
+    lock_ttl_ms: int = Field(default=30_000, ge=100)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOMO_",
@@ -177,6 +201,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     qq: QQSettings = Field(default_factory=QQSettings)
+    scale: ScaleSettings = Field(default_factory=ScaleSettings)
 
     @field_validator("data_dir")
     @classmethod

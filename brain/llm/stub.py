@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ class StubModel:
 
     Asked for JSON, it answers the next of `json_answers` (a string is sent as it is, so
     tests can script invalid output; anything else as JSON), then `json_answer`.
+    With `delay_s`, every call first waits that long (a slow model, for tests of
+    timeouts and of concurrency).
     """
 
     def __init__(
@@ -22,11 +25,13 @@ class StubModel:
         prefix: str = "You said: ",
         json_answer: Mapping[str, Any] | None = None,
         json_answers: Sequence[Any] = (),
+        delay_s: float = 0.0,
     ):
         self.prefix = prefix
         self.json_answer = dict(json_answer or {})
         self.json_answers: list[Any] = list(json_answers)
         self.prompts: list[list[ChatTurn]] = []
+        self.delay_s = delay_s
 
     @property
     def name(self) -> str:
@@ -45,6 +50,8 @@ class StubModel:
         temperature: float = 0.7,
         json_schema: Mapping[str, Any] | None = None,
     ) -> str:
+        if self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
         answer = self._answer(turns)
         if json_schema is not None:
             if self.json_answers:
@@ -60,6 +67,8 @@ class StubModel:
         max_tokens: int,
         temperature: float = 0.7,
     ) -> AsyncIterator[str]:
+        if self.delay_s > 0:
+            await asyncio.sleep(self.delay_s)
         words = self._answer(turns).split(" ")
         for i, word in enumerate(words):
             yield word if i == 0 else " " + word
