@@ -27,7 +27,7 @@ from bots.app import (
     qq_adapter,
     telegram_adapter,
 )
-from bots.runner import PLATFORMS_BUILT, stop_on_signals
+from bots.runner import check_platforms_built, stop_on_signals
 from bots.scale import GATEWAY_GROUP, INBOUND_STREAM, Answer, Request, reply_stream, require_redis
 from bots.settings import Settings
 from brain.errors import ConfigError, StorageError, TomoError
@@ -178,12 +178,7 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) 
             "`tomo gateway` runs the platforms, and none is configured: set "
             "TOMO_TELEGRAM__TOKEN, TOMO_DISCORD__TOKEN or TOMO_QQ__ONEBOT_URL."
         )
-    missing = [p for p in platforms if p not in PLATFORMS_BUILT]
-    if missing:
-        raise ConfigError(
-            f"Platform credentials are set for {', '.join(missing)}, but this version of tomo "
-            "has no adapter for it yet: unset them."
-        )
+    check_platforms_built(settings)
     stop = stop or asyncio.Event()
     with hold_data_dir(settings.data_dir), stop_on_signals(stop):
         bus = build_bus(settings)

@@ -67,15 +67,20 @@ async def consolidate_when_idle(consolidator: Consolidator, *, every_s: float = 
             log.warning("consolidation failed: %s", exc)
 
 
-async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run every configured platform until `stop` is set, Ctrl-C or SIGTERM; then stop
-    receiving, finish cleanly (Telegram: confirm the handled updates) and close."""
+def check_platforms_built(settings: Settings) -> None:
+    """A clear error for credentials of a platform this version has no adapter for."""
     missing = [p for p in settings.configured_platforms() if p not in PLATFORMS_BUILT]
     if missing:
         raise ConfigError(
             f"Platform credentials are set for {', '.join(missing)}, but this version of tomo "
             "has no adapter for it yet: unset them."
         )
+
+
+async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run every configured platform until `stop` is set, Ctrl-C or SIGTERM; then stop
+    receiving, finish cleanly (Telegram: confirm the handled updates) and close."""
+    check_platforms_built(settings)
     stop = stop or asyncio.Event()
     with hold_data_dir(settings.data_dir), stop_on_signals(stop):
         app = await build_app(settings)

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 
 from brain.messages import ChatRef, Inbound, PersonRef, Text
+from brain.ports import Bus
+from storage.bus import InProcessBus
 from storage.migrate import upgrade
+from storage.redis_bus import RedisBus
 from storage.sql import SqlMemoryStore
 
 
@@ -191,3 +194,27 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+# The bus on both implementations (the in-process default and Redis Streams).
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    if request.param == "memory":
+        b: Bus = InProcessBus(maxlen=1000)
+    else:
+        b = RedisBus(request.getfixturevalue("redis_url"), maxlen=1000)
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
+@pytest.fixture
+async def redis_bus(redis_url: str) -> AsyncIterator[RedisBus]:
+    b = RedisBus(redis_url)
+    try:
+        yield b
+    finally:
+        await b.aclose()

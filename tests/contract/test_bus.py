@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,27 +18,6 @@ from storage.redis_bus import RedisBus
 from tests.conftest import RedisServer, free_port
 
 IDLE_MS = 100
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
-    if request.param == "memory":
-        b: Bus = InProcessBus(maxlen=1000)
-    else:
-        b = RedisBus(request.getfixturevalue("redis_url"), maxlen=1000)
-    try:
-        yield b
-    finally:
-        await b.aclose()
-
-
-@pytest.fixture
-async def redis_bus(redis_url: str) -> AsyncIterator[RedisBus]:
-    b = RedisBus(redis_url)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 def payloads(batch: list[Delivery]) -> list[bytes]:

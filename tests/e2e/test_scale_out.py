@@ -27,7 +27,6 @@ from brain.messages import ChatRef, Inbound, PersonRef, Reply
 from brain.mind import Brain
 from brain.persona.card import PersonaCard
 from brain.ports import Bus
-from storage.bus import InProcessBus
 from storage.migrate import upgrade
 from storage.redis_bus import RedisBus
 from storage.sql import SqlMemoryStore
@@ -46,28 +45,6 @@ def make_brain(store: SqlMemoryStore, *, delay_s: float = 0.0) -> Brain:
         persona=PERSONA,
         clock=ManualClock(T0 + timedelta(seconds=1)),
     )
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
-    b: Bus = (
-        InProcessBus()
-        if request.param == "memory"
-        else RedisBus(request.getfixturevalue("redis_url"))
-    )
-    try:
-        yield b
-    finally:
-        await b.aclose()
-
-
-@pytest.fixture
-async def redis_bus(redis_url: str) -> AsyncIterator[Bus]:
-    b = RedisBus(redis_url)
-    try:
-        yield b
-    finally:
-        await b.aclose()
 
 
 @pytest.fixture
