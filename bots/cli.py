@@ -153,11 +153,47 @@ def bench_pipeline(
     ] = True,
     messages: Annotated[int, typer.Option(min=1, help="Messages per run.")] = 200,
     repeats: Annotated[int, typer.Option(min=1, help="Runs; the median is reported.")] = 5,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            help="Worker counts, e.g. 1,2,4: end to end through `tomo worker` processes on "
+            "TOMO_REDIS_URL and TOMO_DATABASE_URL (Postgres), messages/s and latency."
+        ),
+    ] = None,
+    chats: Annotated[int, typer.Option(min=1, help="With --workers: chats to spread over.")] = 50,
+    in_flight: Annotated[
+        int, typer.Option(min=1, help="With --workers: messages awaiting an answer at once.")
+    ] = 16,
 ) -> None:
-    """The brain's own overhead per message (SQLite in a temporary folder)."""
-    from bots.bench import pipeline_overhead
+    """The brain's own overhead per message (SQLite in a temporary folder); with
+    --workers, throughput and latency through Redis and worker processes."""
+    if workers is None:
+        from bots.bench import pipeline_overhead
 
-    _run(pipeline_overhead(stub_llm=stub_llm, messages=messages, repeats=repeats))
+        _run(pipeline_overhead(stub_llm=stub_llm, messages=messages, repeats=repeats))
+        return
+    from bots.bench_workers import workers_bench
+    from bots.scale import require_redis
+
+    try:
+        counts = [int(w) for w in workers.split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"--workers takes counts like 1,2,4, not {workers!r}.") from None
+    if not counts or min(counts) < 1:
+        raise ConfigError("--workers takes counts of at least 1, like 1,2,4.")
+    settings = load_settings()
+    require_redis(settings.redis_url, "bench pipeline --workers")
+    assert settings.redis_url is not None
+    _run(
+        workers_bench(
+            redis_url=settings.redis_url.get_secret_value(),
+            database_url=settings.effective_database_url,
+            workers=counts,
+            messages=messages,
+            chats=chats,
+            in_flight=in_flight,
+        )
+    )
 
 
 @bench_app.command("model")

@@ -462,3 +462,19 @@ async def test_gateway_and_worker_survive_a_redis_restart(
         await remote.aclose()
         await bus.aclose()
         server.stop()
+
+
+async def test_the_workers_bench_prints_throughput_and_latency(
+    redis_url: str, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bots.bench_workers import workers_bench
+
+    figures = await workers_bench(
+        redis_url=redis_url, database_url=pg_url, workers=[1], messages=12, chats=3, in_flight=4
+    )
+    assert set(figures) == {1}
+    assert figures[1]["per_second"] > 0
+    assert 0 < figures[1]["p50_ms"] <= figures[1]["p99_ms"]
+    out = capsys.readouterr().out
+    assert "workers 1:" in out
+    assert "messages/s" in out
