@@ -138,7 +138,10 @@ class RedisServer:
     def start(self) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            raise RuntimeError(
+                "redis-server is not installed: `make test` installs it (Debian's "
+                "redis-server), or run apt-get install redis-server"
+            )
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else []
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "no"]
         args += ["--dir", str(self.directory), "--save", ""]
