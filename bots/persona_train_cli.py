@@ -24,19 +24,15 @@ __all__ = ["persona_app"]
 Stage = Literal["sft", "dpo"]
 
 
-def _data_dir() -> Path:
-    from bots.cli import load_settings
-
-    return load_settings().data_dir
-
-
-def _base_gguf() -> Path:
+def _paths() -> tuple[Path, Path]:
+    """The data dir and the base GGUF (checked), from one read of the settings."""
     from bots.cli import load_settings
     from brain.llm.llamacpp import bundled_model_path, check_gguf
 
-    path = load_settings().llm.model_path or bundled_model_path()
-    check_gguf(path)
-    return path
+    settings = load_settings()
+    base = settings.llm.model_path or bundled_model_path()
+    check_gguf(base)
+    return settings.data_dir, base
 
 
 def _run_name(person: int | None) -> str:
@@ -99,7 +95,8 @@ def train_command(
         raise ConfigError(f"Unknown stage {stage!r}: use --stage sft or --stage dpo.")
     chosen: Stage = "sft" if stage == "sft" else "dpo"
     require_training_stack()
-    root = _data_dir() / "persona"
+    data_dir, base_gguf = _paths()
+    root = data_dir / "persona"
     name = _run_name(person)
     data = data or root / "data" / dataset_files(person)[0 if chosen == "sft" else 1]
     if not data.is_file():
@@ -112,7 +109,7 @@ def train_command(
         init_adapter = sft_adapter if (sft_adapter / "adapter_config.json").is_file() else None
     if init_adapter is not None and not (init_adapter / "adapter_config.json").is_file():
         raise ConfigError(f"{init_adapter} is not a peft adapter folder.")
-    base_dir = base_checkpoint(_base_gguf(), root / "base", log=typer.echo)
+    base_dir = base_checkpoint(base_gguf, root / "base", log=typer.echo)
     typer.echo(f"training {name} ({chosen}) on {data} -> {run}")
     result = train(
         TrainConfig(
@@ -163,7 +160,7 @@ def export_command(
     """Convert a peft adapter to a GGUF LoRA that llama.cpp applies to the quantized base."""
     from brain.persona.gguf_lora import export_gguf_lora
 
-    data_dir = _data_dir()
+    data_dir, base_gguf = _paths()
     name = _run_name(person)
     if adapter is None:
         runs = data_dir / "persona" / "runs"
@@ -180,7 +177,7 @@ def export_command(
             adapters / "persona.gguf" if person is None else adapters / "people" / f"{person}.gguf"
         )
     started = time.perf_counter()
-    lora = export_gguf_lora(adapter, out, base_gguf=_base_gguf())
+    lora = export_gguf_lora(adapter, out, base_gguf=base_gguf)
     seconds = time.perf_counter() - started
     typer.echo(
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(lora.pairs)} tensor pairs, "
@@ -216,7 +213,7 @@ def merge_command(
     with Progress(transient=True) as bar:
         task = bar.add_task("writing tensors", total=None)
         changed = merge_into_gguf(
-            _base_gguf(),
+            _paths()[1],
             lora,
             out,
             qtype=type_,

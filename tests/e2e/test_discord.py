@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
-from bots.app import App, build_app, build_discord
+from bots.app import App, build_discord
 from bots.delivery import Delivery
 from bots.discord.adapter import BAD_TOKEN, NO_CONTENT_INTENT, DiscordAdapter
 from bots.discord.send import RetryPolicy
@@ -31,9 +31,8 @@ from brain.errors import ConfigError
 from brain.memory.types import NewMemory, scope_of
 from brain.messages import ChatRef, Image, PersonRef, Reply, Sticker, Text
 from brain.speech import codecs
-from brain.speech.service import Speech
 from tests.fakes.discord_api import IS_VOICE_MESSAGE, JSON, FakeDiscord, Posted
-from tests.speech_kit import piper, whisper
+from tests.speech_kit import app_with_speech, piper
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=5, first_delay_s=0.05, max_delay_s=0.2)
@@ -60,11 +59,6 @@ def make_settings(
         stickers={"enabled": stickers},  # random sticker replies: only where a test wants them
         discord={"token": fake.token, "api_base": fake.api_base, **discord},
     )
-
-
-async def make_app(settings: Settings) -> App:
-    # The loaded speech engines are shared by every test (each loads once per process).
-    return await build_app(settings, speech=Speech(stt=whisper(), tts=piper()))
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +92,7 @@ async def running(app: App, **kw: Any) -> AsyncIterator[DiscordAdapter]:
 
 @pytest.fixture
 async def app(tmp_path: Path, fake: FakeDiscord) -> AsyncIterator[App]:
-    the_app = await make_app(make_settings(tmp_path, fake))
+    the_app = await app_with_speech(make_settings(tmp_path, fake))
     try:
         yield the_app
     finally:
@@ -315,7 +309,7 @@ async def test_the_brains_sticker_render_goes_out_as_a_webp_image(
     persona.write_text(card.replace("sticker_rate: 0.2", "sticker_rate: 1.0"), "utf-8")
     settings = make_settings(tmp_path, fake, stickers=True)
     settings.persona = persona
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app):
             message = fake.message(world.dm, world.alice, "I passed my driving test today!")
@@ -499,7 +493,7 @@ async def test_slash_commands_synced_to_guilds_answer_privately_there(
     tmp_path: Path, fake: FakeDiscord, world: World
 ) -> None:
     guild_id = int(world.guild["id"])
-    app = await make_app(make_settings(tmp_path, fake, guild_ids=[guild_id]))
+    app = await app_with_speech(make_settings(tmp_path, fake, guild_ids=[guild_id]))
     try:
         async with running(app):
             assert list(fake.commands) == [guild_id]  # shown at once, in that guild only
@@ -583,7 +577,7 @@ async def test_a_refused_token_is_a_clear_error_without_the_token(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "MTEwMDAwMDAwMDAwMDAwMDAwMQ.WRONG.token-never-to-be-shown"
-    app = await make_app(make_settings(tmp_path, fake, token=wrong))
+    app = await app_with_speech(make_settings(tmp_path, fake, token=wrong))
     try:
         with pytest.raises(ConfigError) as caught:
             await build_discord(app).run()
@@ -599,7 +593,7 @@ async def test_an_unreachable_api_is_a_clear_error(tmp_path: Path, fake: FakeDis
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = make_settings(tmp_path, fake, api_base=f"http://127.0.0.1:{port}/api/v10")
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         adapter = DiscordAdapter(settings.discord, brain=app.brain, blobs=app.blobs, retry=FAST)
         with pytest.raises(ConfigError, match="Cannot reach the Discord API at http://127"):
@@ -612,7 +606,7 @@ async def test_a_refused_message_content_intent_is_a_clear_error(
     tmp_path: Path, fake: FakeDiscord, world: World
 ) -> None:
     fake.gateway.message_content_allowed = False
-    app = await make_app(make_settings(tmp_path, fake))
+    app = await app_with_speech(make_settings(tmp_path, fake))
     try:
         with pytest.raises(ConfigError) as caught:
             await asyncio.wait_for(build_discord(app).run(), 15)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
-from bots.app import App, build_app, build_qq
+from bots.app import App, build_qq
 from bots.delivery import Delivery
 from bots.qq.adapter import PRIVATE_NOTE, QQAdapter
 from bots.qq.onebot import ConnectPolicy
@@ -29,9 +29,8 @@ from brain.errors import ConfigError
 from brain.memory.types import NewMemory, scope_of
 from brain.messages import ChatRef, Image, PersonRef, Reply, Sticker, Text, Voice
 from brain.speech import codecs
-from brain.speech.service import Speech
 from tests.fakes.onebot import JSON, SELF_ID, Action, FakeOneBot, inline, seg
-from tests.speech_kit import piper, whisper
+from tests.speech_kit import app_with_speech, piper
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=5, first_delay_s=0.05, max_delay_s=0.2)
@@ -67,11 +66,6 @@ def make_settings(
     )
 
 
-async def make_app(settings: Settings) -> App:
-    # The loaded speech engines are shared by every test (each loads once per process).
-    return await build_app(settings, speech=Speech(stt=whisper(), tts=piper()))
-
-
 @contextlib.asynccontextmanager
 async def running(app: App, fake: FakeOneBot) -> AsyncIterator[QQAdapter]:
     """The adapter connected (and knowing its QQ number) until the block ends."""
@@ -93,7 +87,7 @@ async def running(app: App, fake: FakeOneBot) -> AsyncIterator[QQAdapter]:
 
 @pytest.fixture
 async def app(tmp_path: Path, fake: FakeOneBot) -> AsyncIterator[App]:
-    the_app = await make_app(make_settings(tmp_path, fake))
+    the_app = await app_with_speech(make_settings(tmp_path, fake))
     try:
         yield the_app
     finally:
@@ -321,7 +315,7 @@ async def test_the_brains_sticker_render_goes_out_as_a_png_sticker_image(
     settings = make_settings(tmp_path, fake, stickers=True)
     settings.persona = persona
     alice, _ = people(fake)
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app, fake) as adapter:
             event = fake.private_message(alice, [seg("text", text="I passed my driving test!")])
@@ -540,7 +534,7 @@ async def test_a_refused_token_is_a_clear_error_at_once_without_the_token(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "WRONG-token-never-to-be-shown"
-    app = await make_app(make_settings(tmp_path, fake, access_token=wrong))
+    app = await app_with_speech(make_settings(tmp_path, fake, access_token=wrong))
     try:
         with pytest.raises(ConfigError, match="the OneBot server refused TOMO_QQ__ACCESS_TOKEN"):
             await asyncio.wait_for(build_qq(app).run(), 10)

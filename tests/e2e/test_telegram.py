@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
-from bots.app import App, build_app, build_telegram
+from bots.app import App, build_telegram
 from bots.delivery import Delivery
 from bots.runner import run_platforms
 from bots.settings import Settings
@@ -31,9 +31,8 @@ from brain.errors import ConfigError
 from brain.memory.types import NewMemory, scope_of
 from brain.messages import ChatRef, Image, Inbound, PersonRef, Reply, Sticker, Text
 from brain.speech import codecs
-from brain.speech.service import Speech
 from tests.fakes.telegram_api import BOT_USERNAME, JSON, FakeTelegram
-from tests.speech_kit import piper, whisper
+from tests.speech_kit import app_with_speech, piper
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=5, first_delay_s=0.05, max_delay_s=0.2)
@@ -65,11 +64,6 @@ def make_settings(
     )
 
 
-async def make_app(settings: Settings) -> App:
-    # The loaded speech engines are shared by every test (each loads once per process).
-    return await build_app(settings, speech=Speech(stt=whisper(), tts=piper()))
-
-
 @contextlib.asynccontextmanager
 async def running(app: App, fake: FakeTelegram, **kw: Any) -> AsyncIterator[TelegramAdapter]:
     """The adapter running (polling, or serving its webhook) until the block ends."""
@@ -96,7 +90,7 @@ async def running(app: App, fake: FakeTelegram, **kw: Any) -> AsyncIterator[Tele
 
 @pytest.fixture
 async def app(tmp_path: Path, fake: FakeTelegram) -> AsyncIterator[App]:
-    the_app = await make_app(make_settings(tmp_path, fake))
+    the_app = await app_with_speech(make_settings(tmp_path, fake))
     try:
         yield the_app
     finally:
@@ -271,7 +265,7 @@ async def test_the_brains_sticker_render_goes_out_as_a_webp_sticker(
     settings = make_settings(tmp_path, fake, stickers=True)
     settings.persona = persona
     alice, _, dm, _ = people(fake)
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app, fake):
             message = fake.message(dm, alice, "I passed my driving test today!")
@@ -451,7 +445,7 @@ async def test_a_restart_neither_loses_nor_repeats_updates(
     alice, _, dm, _ = people(fake)
     settings = make_settings(tmp_path, fake)
     first = [fake.message(dm, alice, f"message {i}") for i in range(3)]
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app, fake):
             for message in first:
@@ -464,7 +458,7 @@ async def test_a_restart_neither_loses_nor_repeats_updates(
     later = [fake.message(dm, alice, f"message {i}") for i in range(3, 5)]
     for message in later:
         await fake.enqueue(message)  # while tomo is down
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app, fake):
             await fake.wait_for(lambda: len(fake.sent("sendMessage")) >= 5, what="5 replies")
@@ -478,7 +472,7 @@ async def test_a_restart_neither_loses_nor_repeats_updates(
     fake.forget_confirmations()
     last = fake.message(dm, alice, "message 5")
     await fake.enqueue(last)
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app, fake):
             await fake.wait_for(lambda: len(fake.sent("sendMessage")) >= 6, what="6 replies")
@@ -509,7 +503,7 @@ async def test_webhook_mode_checks_the_secret_and_answers_before_acknowledging(
         webhook_listen="127.0.0.1",
         webhook_port=port,
     )
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         async with running(app, fake):
             assert fake.webhook is not None
@@ -555,7 +549,7 @@ async def test_a_refused_token_is_a_clear_error_without_the_token(
     caplog.set_level(logging.DEBUG)
     wrong = "1234567:WRONG-token-never-to-be-shown"
     settings = make_settings(tmp_path, fake, token=wrong)
-    app = await make_app(settings)
+    app = await app_with_speech(settings)
     try:
         with pytest.raises(ConfigError) as caught:
             await build_telegram(app).run()
