@@ -6,13 +6,15 @@ works too with `-x url=...`.
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from alembic import context
 from storage.migrate import include_object
 from storage.tables import metadata
 
 config = context.config
+# pg_advisory_lock key of tomo's migrations (any constant; 'tomo' in ASCII).
+MIGRATION_LOCK = 0x746F6D6F
 
 
 def _url() -> str:
@@ -41,6 +43,12 @@ def run_migrations_online() -> None:
     url = _url()
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several processes migrating one database at once (workers starting beside
+            # a migrate job) take turns: the later ones find it done. Held until the
+            # connection closes, across the commit below.
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=metadata,

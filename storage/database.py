@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import TypeAdapter
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -35,20 +36,44 @@ class Database:
     ) -> None:
         self.url = url
         self.engine = engine or create_engine(url, busy_timeout_ms=busy_timeout_ms)
+        # Postgres: sessions of one statement (or of independent ones) run without
+        # BEGIN and COMMIT/ROLLBACK, a third of the round trips on the per-message path.
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine
+        )
         # Chats are never deleted or renumbered, so their row ids can be remembered.
         self._chat_ids: dict[ChatRef, int] = {}
+
+    @property
+    def autocommit_engine(self) -> AsyncEngine:
+        """The engine with each statement committed as it runs (Postgres; on SQLite the
+        engine itself)."""
+        return self._autocommit
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self, *, autocommit: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session; `autocommit` for work whose statements each stand alone (a read,
+        or one upsert): each is committed as it runs, and commit() is a no-op."""
+        bind = self._autocommit if autocommit else self.engine
         try:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            async with AsyncSession(bind, expire_on_commit=False) as session:
                 yield session
         except IntegrityError:
             raise  # a lost race on a unique key: the caller reads the winner back
+        except SQLAlchemyError as exc:
+            raise translate(exc, url=self.url) from None
+
+    async def ping(self) -> None:
+        """One round trip to the database (readiness checks); StorageError if down."""
+        try:
+            async with self.autocommit_engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             raise translate(exc, url=self.url) from None
 

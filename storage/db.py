@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from brain.errors import StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# A pooled server connection idle this long is pinged before use (a restarted server
+# has closed it); one in steady use is not (a ping is a round trip on every checkout).
+PING_AFTER_IDLE_S = 1.0
 
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
@@ -83,10 +87,35 @@ def create_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) ->
             f"The database folder {path.parent} does not exist: create it or change "
             "TOMO_DATA_DIR / TOMO_DATABASE_URL."
         )
-    engine = create_async_engine(aurl, pool_pre_ping=path is None)
+    engine = create_async_engine(aurl)
     if make_url(aurl).get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+    else:
+        _ping_when_idle(engine)
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling for connections idle over PING_AFTER_IDLE_S:
+    SQLAlchemy's pool_pre_ping pings on every checkout, which doubled the round trips of
+    a busy worker. A failed ping makes the pool open a fresh connection instead."""
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["tomo_idle_since"] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("tomo_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            ok = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection died while idle") from exc
+        if not ok:
+            raise DisconnectionError("a pooled connection died while idle")
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
 
 
 _SECRETS = re.compile(r"(password=)\S+|(://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)

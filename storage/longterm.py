@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import LargeBinary, and_, bindparam, delete, func, or_, text, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -47,19 +48,28 @@ class SqlLongTermStore:
         embedding: bytes | None,
         keep_embedding: bool = False,
     ) -> None:
-        async with self.db.session() as s:
-            row = await s.get(MessageKeyRow, message_id)
-            if row is None:
-                row = MessageKeyRow(message_id=message_id, scope=scope, key_text=key)
-            row.scope, row.key_text = scope, key
+        # One upsert (a statement per message on the hot path; was read, write, vector).
+        changed = ["scope", "key_text"] + ([] if keep_embedding else ["embedding"])
+        params: dict[str, object] = {
+            "id": message_id,
+            "scope": scope,
+            "key": key,
+            "emb": None if keep_embedding else embedding,
+        }
+        columns, values = "message_id, scope, key_text, embedding", ":id, :scope, :key, :emb"
+        if self.native_vectors:
+            columns, values = columns + ", vec", values + ", CAST(:v AS vector)"
+            vector = None if keep_embedding or embedding is None else embedding
+            params["v"] = None if vector is None else pgvector.literal(vector)
             if not keep_embedding:
-                row.embedding = embedding
-            s.add(row)
-            if self.native_vectors and not keep_embedding:
-                await s.flush()
-                await pgvector.set_vector(
-                    s, table="message_key", row_id=message_id, embedding=embedding
-                )
+                changed.append(pgvector.VEC_COLUMN)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in changed)
+        statement = text(
+            f"INSERT INTO message_key ({columns}) VALUES ({values}) "
+            f"ON CONFLICT (message_id) DO UPDATE SET {updates}"
+        ).bindparams(bindparam("emb", type_=LargeBinary))
+        async with self.db.session(autocommit=True) as s:
+            await s.exec(statement, params=params)  # type: ignore[call-overload]
             await s.commit()
 
     async def put_embeddings(self, items: Sequence[tuple[str, int, bytes]]) -> None:
@@ -85,7 +95,7 @@ class SqlLongTermStore:
         if not self.native_vectors:
             raise NotImplementedError("dense_search needs Postgres with pgvector")
         try:
-            async with self.db.engine.begin() as conn:
+            async with self.db.autocommit_engine.connect() as conn:
                 return await pgvector.search(conn, scope=scope, query=query, limit=limit)
         except SQLAlchemyError as exc:
             raise translate(exc, url=self.db.url) from None
@@ -311,7 +321,7 @@ class SqlLongTermStore:
     async def mark_recalled(self, memory_ids: Sequence[int], *, at: datetime) -> None:
         if not memory_ids:
             return
-        async with self.db.session() as s:
+        async with self.db.session(autocommit=True) as s:
             await s.exec(
                 update(MemoryRow)
                 .where(col(MemoryRow.id).in_(list(memory_ids)))
@@ -439,7 +449,7 @@ class SqlLongTermStore:
         return await self.db.retry_on_conflict(attempt)
 
     async def latest_summary(self, *, kind: str, subject: str, day: str = "") -> Summary | None:
-        async with self.db.session() as s:
+        async with self.db.session(autocommit=True) as s:
             row = (
                 await s.exec(
                     select(SummaryRow)
@@ -453,6 +463,39 @@ class SqlLongTermStore:
                 )
             ).first()
         return _summary(row) if row else None
+
+    async def latest_summaries(
+        self, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], Summary]:
+        if not keys:
+            return {}
+        t = SummaryRow.__table__  # type: ignore[attr-defined]
+        newest = (
+            func.row_number()
+            .over(partition_by=(t.c.kind, t.c.subject, t.c.day), order_by=t.c.version.desc())
+            .label("newest")
+        )
+        ranked = (
+            sa_select(t, newest)
+            .where(or_(*(and_(t.c.kind == k, t.c.subject == s, t.c.day == d) for k, s, d in keys)))
+            .subquery()
+        )
+        try:
+            async with self.db.autocommit_engine.connect() as conn:
+                rows = (
+                    (await conn.execute(sa_select(ranked).where(ranked.c.newest == 1)))
+                    .mappings()
+                    .all()
+                )
+        except SQLAlchemyError as exc:
+            raise translate(exc, url=self.db.url) from None
+        names = [c.name for c in t.c]
+        return {
+            (row["kind"], row["subject"], row["day"]): _summary(
+                SummaryRow.model_validate({n: row[n] for n in names})
+            )
+            for row in rows
+        }
 
     async def summary_versions(self, *, kind: str, subject: str) -> list[Summary]:
         async with self.db.session() as s:

@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,6 +18,7 @@ from storage.tables import AccountRow, ChatRow, MessageEditRow, MessageRow, Pers
 
 # How far back conversation_start looks for the last silence.
 _CONVERSATION_SCAN = 1000
+_CONVERSATION_FIRST_SCAN = 40
 
 
 class SqlMemoryStore:
@@ -33,8 +35,8 @@ class SqlMemoryStore:
         self.url = url
         self.engine = self.db.engine
 
-    def _session(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return self.db.session()
+    def _session(self, *, autocommit: bool = False) -> AbstractAsyncContextManager[AsyncSession]:
+        return self.db.session(autocommit=autocommit)
 
     async def aclose(self) -> None:
         await self.db.aclose()
@@ -47,7 +49,7 @@ class SqlMemoryStore:
         )
 
     async def _resolve_person_once(self, ref: PersonRef, *, seen_at: datetime) -> Person:
-        async with self._session() as s:
+        async with self._session(autocommit=True) as s:
             found = (
                 await s.exec(
                     select(AccountRow, PersonRow)
@@ -113,21 +115,11 @@ class SqlMemoryStore:
         return await self.db.retry_on_conflict(lambda: self._add_message_once(message))
 
     async def _add_message_once(self, message: NewMessage) -> tuple[StoredMessage, bool]:
-        async with self._session() as s:
+        # Insert first: a message seen again (a redelivery) is the rare case, found by
+        # the unique key (chat, role, platform message id) rather than by a read first.
+        async with self._session(autocommit=True) as s:
             chat_id = await self._chat_id(s, message.chat, create=True)
             assert chat_id is not None
-            if message.platform_message_id is not None:
-                existing = (
-                    await s.exec(
-                        select(MessageRow).where(
-                            MessageRow.chat_id == chat_id,
-                            MessageRow.role == message.role,
-                            MessageRow.platform_message_id == message.platform_message_id,
-                        )
-                    )
-                ).first()
-                if existing is not None:
-                    return stored_message(existing, message.chat), False
             row = MessageRow(
                 chat_id=chat_id,
                 author_id=message.author.id if message.author else None,
@@ -140,8 +132,27 @@ class SqlMemoryStore:
                 answers_id=message.answers_id,
             )
             s.add(row)
-            await s.commit()
-            return stored_message(row, message.chat), True
+            try:
+                await s.commit()
+            except IntegrityError:
+                if message.platform_message_id is None:
+                    raise
+                await s.rollback()
+            else:
+                return stored_message(row, message.chat), True
+        async with self._session() as s:
+            existing = (
+                await s.exec(
+                    select(MessageRow).where(
+                        MessageRow.chat_id == chat_id,
+                        MessageRow.role == message.role,
+                        MessageRow.platform_message_id == message.platform_message_id,
+                    )
+                )
+            ).first()
+        if existing is None:  # deleted in between: try again
+            raise IntegrityError("message", None, Exception("vanished"))
+        return stored_message(existing, message.chat), False
 
     async def edit_message(
         self,
@@ -201,7 +212,7 @@ class SqlMemoryStore:
     async def recent_messages(
         self, chat: ChatRef, *, limit: int, since: datetime | None = None
     ) -> list[StoredMessage]:
-        async with self._session() as s:
+        async with self._session(autocommit=True) as s:
             chat_id = await self._chat_id(s, chat, create=False)
             if chat_id is None:
                 return []
@@ -220,25 +231,32 @@ class SqlMemoryStore:
     async def conversation_start(
         self, chat: ChatRef, *, now: datetime, idle_gap: timedelta
     ) -> datetime:
-        async with self._session() as s:
+        async with self._session(autocommit=True) as s:
             chat_id = await self._chat_id(s, chat, create=False)
             if chat_id is None:
                 return now
-            times = (
-                await s.exec(
-                    select(MessageRow.sent_at)
-                    .where(MessageRow.chat_id == chat_id)
-                    .order_by(col(MessageRow.sent_at).desc())
-                    .limit(_CONVERSATION_SCAN)
-                )
-            ).all()
-        if not times or now - times[0] > idle_gap:
-            return now
-        start = times[0]
-        for earlier in times[1:]:
-            if start - earlier > idle_gap:
-                break
-            start = earlier
+            # Most conversations are short: look at the latest few first, then further.
+            start = now
+            for scan in (_CONVERSATION_FIRST_SCAN, _CONVERSATION_SCAN):
+                times = (
+                    await s.exec(
+                        select(MessageRow.sent_at)
+                        .where(MessageRow.chat_id == chat_id)
+                        .order_by(col(MessageRow.sent_at).desc())
+                        .limit(scan)
+                    )
+                ).all()
+                if not times or now - times[0] > idle_gap:
+                    return now
+                start = times[0]
+                gap_found = False
+                for earlier in times[1:]:
+                    if start - earlier > idle_gap:
+                        gap_found = True
+                        break
+                    start = earlier
+                if gap_found or len(times) < scan:
+                    break
         return start
 
     async def count_messages(self, chat: ChatRef | None = None) -> int:

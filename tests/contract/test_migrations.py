@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool, text
@@ -9,6 +14,8 @@ from sqlalchemy import create_engine, pool, text
 from storage.db import sync_url
 from storage.migrate import current_revision, head_revision, include_object, upgrade
 from storage.tables import metadata
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_migrations_reach_head_and_match_the_models(db_url: str) -> None:
@@ -49,3 +56,25 @@ def test_sqlite_has_no_vector_extension_step(sqlite_url: str) -> None:
     finally:
         engine.dispose()
     assert {"person", "account", "chat", "message", "alembic_version"} <= names
+
+
+def test_several_processes_migrating_one_new_postgres_take_turns(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Workers starting beside a migrate job all migrate: none fails, the schema is whole."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOMO_")}
+    env.update(TOMO_DATABASE_URL=pg_url, TOMO_DATA_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bots", "migrate"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    outcomes = [p.communicate(timeout=120) for p in procs]
+    for proc, (_, err) in zip(procs, outcomes, strict=True):
+        assert proc.returncode == 0, err.decode()[-2000:]
+    assert current_revision(pg_url) == head_revision(pg_url)
