@@ -27,6 +27,7 @@ from bots.app import (
     qq_adapter,
     telegram_adapter,
 )
+from bots.health import serving, tasks_running
 from bots.runner import check_platforms_built, stop_on_signals
 from bots.scale import GATEWAY_GROUP, INBOUND_STREAM, Answer, Request, reply_stream, require_redis
 from bots.settings import Settings
@@ -193,24 +194,27 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) 
         log.info("gateway %s: replies on %s", scale.gateway_id, remote.stream)
         adapters: list[asyncio.Task[None]] = []
         stopping = asyncio.ensure_future(stop.wait())
+        checks = {"redis": lambda: bus.length(INBOUND_STREAM), "platforms": tasks_running(adapters)}
+        http = settings.http
         try:
-            remote.start()
-            if settings.telegram.token is not None:
-                telegram = telegram_adapter(settings, brain=remote, blobs=blobs, edits=remote)
-                remote.send_late_with("telegram", telegram.deliver)
-                adapters.append(asyncio.create_task(telegram.run(), name="telegram"))
-            if settings.qq.onebot_url:
-                qq = qq_adapter(settings, brain=remote, blobs=blobs)
-                remote.send_late_with("qq", qq.deliver)
-                adapters.append(asyncio.create_task(qq.run(), name="qq"))
-            if settings.discord.token is not None:
-                discord = discord_adapter(settings, brain=remote, blobs=blobs, edits=remote)
-                remote.send_late_with("discord", discord.deliver)
-                adapters.append(asyncio.create_task(discord.run(), name="discord"))
-            await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
-            for task in adapters:
-                if task.done():
-                    task.result()  # an adapter that gave up: its error (e.g. a bad token)
+            async with serving(http.listen, http.port, checks, draining=stop.is_set):
+                remote.start()
+                if settings.telegram.token is not None:
+                    telegram = telegram_adapter(settings, brain=remote, blobs=blobs, edits=remote)
+                    remote.send_late_with("telegram", telegram.deliver)
+                    adapters.append(asyncio.create_task(telegram.run(), name="telegram"))
+                if settings.qq.onebot_url:
+                    qq = qq_adapter(settings, brain=remote, blobs=blobs)
+                    remote.send_late_with("qq", qq.deliver)
+                    adapters.append(asyncio.create_task(qq.run(), name="qq"))
+                if settings.discord.token is not None:
+                    discord = discord_adapter(settings, brain=remote, blobs=blobs, edits=remote)
+                    remote.send_late_with("discord", discord.deliver)
+                    adapters.append(asyncio.create_task(discord.run(), name="discord"))
+                await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
+                for task in adapters:
+                    if task.done():
+                        task.result()  # an adapter that gave up: its error (e.g. a bad token)
         finally:
             background: list[asyncio.Future[Any]] = [*adapters, stopping]
             for future in background:

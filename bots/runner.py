@@ -12,6 +12,7 @@ from typing import Any
 
 from bots.app import build_app, build_discord, build_qq, build_telegram, hold_data_dir
 from bots.console import ConsoleChat, stdin_lines
+from bots.health import serving, tasks_running
 from bots.settings import Settings
 from brain.clock import SystemClock
 from brain.errors import ConfigError, TomoError
@@ -91,17 +92,22 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
         adapters: list[asyncio.Task[None]] = []
         idle = asyncio.ensure_future(consolidate_when_idle(app.consolidator))
         stopping = asyncio.ensure_future(stop.wait())
+        checks = {"database": app.store.db.ping, "platforms": tasks_running(adapters)}
+        http = settings.http
         try:
-            if settings.telegram.token is not None:
-                adapters.append(asyncio.create_task(build_telegram(app).run(), name="telegram"))
-            if settings.qq.onebot_url:
-                adapters.append(asyncio.create_task(build_qq(app).run(), name="qq"))
-            if settings.discord.token is not None:
-                adapters.append(asyncio.create_task(build_discord(app).run(), name="discord"))
-            await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
-            for task in adapters:
-                if task.done():
-                    task.result()  # an adapter that gave up: its error (e.g. a bad token)
+            async with serving(http.listen, http.port, checks, draining=stop.is_set):
+                if settings.telegram.token is not None:
+                    telegram = build_telegram(app).run()
+                    adapters.append(asyncio.create_task(telegram, name="telegram"))
+                if settings.qq.onebot_url:
+                    adapters.append(asyncio.create_task(build_qq(app).run(), name="qq"))
+                if settings.discord.token is not None:
+                    discord = build_discord(app).run()
+                    adapters.append(asyncio.create_task(discord, name="discord"))
+                await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
+                for task in adapters:
+                    if task.done():
+                        task.result()  # an adapter that gave up: its error (e.g. a bad token)
         finally:
             background: list[asyncio.Future[Any]] = [*adapters, idle, stopping]
             for future in background:

@@ -179,10 +179,20 @@ class ScaleSettings(_Section):
     lock_ttl_ms: int = Field(default=30_000, ge=100)
 
 
+class HTTPSettings(_Section):
+    # Health and readiness endpoints (/healthz, /readyz) of `tomo run`, `tomo gateway`
+    # and `tomo worker`, for orchestrators; off while the port is unset. In a container
+    # listen on 0.0.0.0.
+    listen: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOMO_",
         env_nested_delimiter="__",
+        # TOMO_TELEGRAM__TOKEN= (empty, as in a copied env file) is unset, not a token.
+        env_ignore_empty=True,
         toml_file="tomo.toml",
         extra="ignore",
     )
@@ -202,6 +212,7 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     qq: QQSettings = Field(default_factory=QQSettings)
     scale: ScaleSettings = Field(default_factory=ScaleSettings)
+    http: HTTPSettings = Field(default_factory=HTTPSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -23,6 +23,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from bots.app import build_app, build_bus
+from bots.health import serving
 from bots.runner import consolidate_when_idle, stop_on_signals
 from bots.scale import INBOUND_STREAM, WORKER_GROUP, Answer, Request, require_redis
 from bots.settings import Settings
@@ -259,8 +260,11 @@ async def run_worker(
             in_one_worker(bus, lambda: consolidate_when_idle(app.consolidator), name="consolidate")
         )
         log.info("worker %s: %d at once", worker.consumer, config.concurrency)
+        checks = {"redis": lambda: bus.length(INBOUND_STREAM), "database": app.store.db.ping}
+        http = settings.http
         try:
-            await worker.run(stop)
+            async with serving(http.listen, http.port, checks, draining=stop.is_set):
+                await worker.run(stop)
         finally:
             idle.cancel()
             await asyncio.gather(idle, return_exceptions=True)

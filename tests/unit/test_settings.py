@@ -125,3 +125,12 @@ def test_custom_persona_and_its_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sticker_rate") as info:
         load_persona(invalid)
     assert "emotions" in str(info.value)
+
+
+def test_an_empty_variable_is_unset_not_an_empty_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOMO_TELEGRAM__TOKEN", "")
+    monkeypatch.setenv("TOMO_HTTP__PORT", "")
+    settings = Settings()
+    assert settings.telegram.token is None
+    assert settings.configured_platforms() == []
+    assert settings.http.port is None
