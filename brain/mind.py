@@ -364,14 +364,16 @@ class Brain:
         await lt.mark_recalled(memory_ids, at=self.clock.now())
         # A profile is built from everything known about the person, DMs included, so
         # it is shown only in a DM with that person.
-        profile = (
-            await lt.latest_summary(kind="profile", subject=str(person_id))
-            if inbound.chat.kind == "dm"
-            else None
-        )
         today = self.clock.now().strftime("%Y-%m-%d")
-        daily = await lt.latest_summary(kind="daily", subject=inbound.chat.key, day=today)
-        self_concept = await lt.latest_summary(kind="self", subject=self.persona.name)
+        profile_key = ("profile", str(person_id), "")
+        daily_key = ("daily", inbound.chat.key, today)
+        # Per chat: it is written from what tomo said in this chat alone.
+        self_key = ("self", inbound.chat.key, "")
+        keys = [daily_key, self_key] + ([profile_key] if inbound.chat.kind == "dm" else [])
+        summaries = await lt.latest_summaries(keys)
+        profile = summaries.get(profile_key) if inbound.chat.kind == "dm" else None
+        daily = summaries.get(daily_key)
+        self_concept = summaries.get(self_key)
         return MemoryContext(
             recalled=tuple(r.shown for r in found),
             profile=profile.text if profile else None,

@@ -196,7 +196,8 @@ class SummaryRow(SQLModel, table=True):
     """L2, versioned: a chat's daily summary, a person's profile, the self-concept.
 
     kind = "daily" (subject = chat key, day = YYYY-MM-DD), "profile" (subject = person
-    id), "self" (subject = persona name). Each rewrite adds a version.
+    id), "self" (the self-concept in one chat; subject = chat key). Each rewrite adds a
+    version.
     """
 
     __tablename__ = "summary"

@@ -230,10 +230,10 @@ class Consolidator:
         for person_id, name in sorted(speakers.items()):
             if await self._write_profile(person_id, name=name):
                 tally.profiles += 1
-        # The self-concept is shown in every chat, so only what tomo said in groups feeds
-        # it: what it said in a DM may quote that person's private life.
-        said = [m for m in batch if m.role == "assistant" and m.chat.kind == "group"]
-        if said and await self._write_self(said):
+        # What tomo says quotes the chat it says it in, so each chat has its own
+        # self-concept, fed by what tomo said there and shown only there.
+        said = [m for m in batch if m.role == "assistant"]
+        if said and await self._write_self(chat, said):
             tally.selves += 1
 
     async def _ask(self, turns: list[ChatTurn], *, max_tokens: int) -> str:
@@ -371,9 +371,9 @@ class Consolidator:
         )
         return True
 
-    async def _write_self(self, said: Sequence[StoredMessage]) -> bool:
+    async def _write_self(self, chat: ChatRef, said: Sequence[StoredMessage]) -> bool:
         cfg = self.config
-        previous = await self.longterm.latest_summary(kind="self", subject=self.persona.name)
+        previous = await self.longterm.latest_summary(kind="self", subject=chat.key)
         turns = self_turns(
             persona=self.persona,
             previous=previous.text if previous else None,
@@ -386,6 +386,6 @@ class Consolidator:
         if not text:
             return False
         await self.longterm.put_summary(
-            kind="self", subject=self.persona.name, text=text, at=self.clock.now()
+            kind="self", subject=chat.key, text=text, at=self.clock.now()
         )
         return True

@@ -2,9 +2,9 @@
 
 Both ask for a confirmation first. Then the memory goes with its history and provenance
 links, the messages it came from (with their recall keys and the bot's replies), the
-cached recall indexes of the scopes involved, the daily summaries of the chats involved,
-the voice, images and files of those messages, and the old profile versions of the
-people it was about, whose profiles are then written again without it.
+cached recall indexes of the scopes involved, the daily summaries and self-concepts of the
+chats involved, the voice, images and files of those messages, and the old profile
+versions of the people it was about, whose profiles are then written again without it.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ async def _clean_up(
         chats.add(ctx.inbound.chat.key)
     for chat in sorted(chats):
         await ctx.longterm.delete_summaries(kind="daily", subject=chat)
+        await ctx.longterm.delete_summaries(kind="self", subject=chat)
     for key in sorted(_media_keys(messages)):
         try:
             await ctx.blobs.delete(key)

@@ -72,6 +72,13 @@ async def seed(store: SqlMemoryStore) -> Seeded:
     await w.longterm.put_summary(
         kind="profile", subject=str(a.id), text=f"Alice (locker {SECRET}).", at=w.clock.now()
     )
+    # tomo's self-concept in each chat quotes what it said there
+    await w.longterm.put_summary(
+        kind="self", subject=DM.key, text=f"I keep Alice's {SECRET} safe.", at=w.clock.now()
+    )
+    await w.longterm.put_summary(
+        kind="self", subject=GROUP.key, text="I like tea talk.", at=w.clock.now()
+    )
     await w.longterm.put_summary(
         kind="profile", subject=str(b.id), text="Bob plays chess.", at=w.clock.now()
     )
@@ -126,6 +133,8 @@ async def test_forget_one_memory_leaves_no_trace(store: SqlMemoryStore) -> None:
     assert "what should I cook tonight?" in await recalled_texts(cold, "cook tonight", scopes)
     assert await w.longterm.latest_summary(kind="daily", subject=DM.key, day="2026-03-01") is None
     assert await w.longterm.latest_summary(kind="daily", subject=GROUP.key, day="2026-03-01")
+    assert await w.longterm.latest_summary(kind="self", subject=DM.key) is None
+    assert await w.longterm.latest_summary(kind="self", subject=GROUP.key)
     assert w.rewritten == [w.alice.id]
     [profile] = await w.longterm.summary_versions(kind="profile", subject=str(w.alice.id))
     assert profile.text == "Profile: Alice likes green tea"

@@ -78,3 +78,27 @@ def test_several_processes_migrating_one_new_postgres_take_turns(
     for proc, (_, err) in zip(procs, outcomes, strict=True):
         assert proc.returncode == 0, err.decode()[-2000:]
     assert current_revision(pg_url) == head_revision(pg_url)
+
+
+def test_the_old_persona_wide_self_concept_is_deleted(db_url: str) -> None:
+    """0007: self-concepts per chat stay; the one shown everywhere (by persona name) goes."""
+    from alembic import command
+    from storage.migrate import alembic_config
+
+    cfg = alembic_config(db_url)
+    command.downgrade(cfg, "0006")
+    engine = create_engine(sync_url(db_url), poolclass=pool.NullPool)
+    insert = text(
+        "INSERT INTO summary (kind, subject, day, version, text, created_at) "
+        "VALUES ('self', :subject, '', 1, :text, '2026-01-01 00:00:00+00:00')"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert, {"subject": "Tomo", "text": "old, shown everywhere"})
+            conn.execute(insert, {"subject": "telegram:-100", "text": "this group's"})
+        upgrade(db_url)
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT subject FROM summary WHERE kind = 'self'"))
+            assert [r[0] for r in kept] == ["telegram:-100"]
+    finally:
+        engine.dispose()

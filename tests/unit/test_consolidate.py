@@ -399,7 +399,7 @@ async def test_daily_summary_profile_and_self_get_a_new_version_each_run(world: 
     bob = await world.pid(BOB)
     assert await world.longterm.summary_versions(kind="profile", subject=str(bob)) == []
     assert (first.profiles_written, second.profiles_written) == (1, 1)
-    selves = await world.longterm.summary_versions(kind="self", subject="Tomo")
+    selves = await world.longterm.summary_versions(kind="self", subject=GROUP.key)
     assert [s.version for s in selves] == [1, 2]
 
 
@@ -478,10 +478,19 @@ def test_config_is_checked() -> None:
     assert ConsolidationConfig().idle == timedelta(hours=8)
 
 
-async def test_what_tomo_said_in_a_dm_never_feeds_the_self_concept(world: World) -> None:
+async def test_each_chat_has_its_own_self_concept_from_what_tomo_said_there(
+    world: World,
+) -> None:
     await world.say(ALICE, "I have an appointment about my gout", chat=DM, at=minutes(0))
     await world.say(None, "I hope the gout appointment goes well, Alice", chat=DM, at=minutes(1))
-    model = StubModel(json_answers=[{"memories": []}])
+    await world.say(BOB, "our band plays on friday", chat=GROUP, at=minutes(2))
+    await world.say(None, "I will be there on friday!", chat=GROUP, at=minutes(3))
+    model = StubModel(json_answers=[{"memories": []}, {"memories": []}])
     await world.consolidator(model).consolidate_chat(DM)
-    assert await world.longterm.summary_versions(kind="self", subject="Tomo") == []
-    assert not any("gout" in t.content for p in model.prompts for t in p if "yourself" in t.content)
+    await world.consolidator(model).consolidate_chat(GROUP)
+    [in_dm] = await world.longterm.summary_versions(kind="self", subject=DM.key)
+    [in_group] = await world.longterm.summary_versions(kind="self", subject=GROUP.key)
+    assert "gout" in in_dm.text  # the stub echoes what it was given
+    assert "gout" not in in_group.text
+    assert "friday" in in_group.text
+    assert "friday" not in in_dm.text
