@@ -83,7 +83,14 @@ def chat_of(channel: discord.abc.Messageable | discord.abc.GuildChannel | object
 
 def read_message(message: discord.Message, *, me: BotIdentity) -> Incoming | None:
     """`message` in tomo's terms, or None when it is not for tomo at all (the bot's own
-    message, a webhook's, a system message, or nothing to read, hear or look at)."""
+    message, a webhook's, a system message, or nothing to read, hear or look at).
+    InputError for a message whose fields are not what Discord documents (discord.py
+    does not check them, and leaves out an attribute whose payload it could not read)."""
+    with incoming.reading("Discord"):
+        return _read_message(message, me=me)
+
+
+def _read_message(message: discord.Message, *, me: BotIdentity) -> Incoming | None:
     author = message.author
     if author.id == me.id or message.webhook_id is not None or message.type not in _SPOKEN:
         return None

@@ -88,13 +88,22 @@ def person_of(event: JSON) -> PersonRef:
 def sent_at(event: JSON) -> datetime:
     stamp = event.get("time")
     if isinstance(stamp, int | float) and stamp > 0:
-        return datetime.fromtimestamp(stamp, UTC)
+        try:
+            return datetime.fromtimestamp(stamp, UTC)
+        except (OverflowError, ValueError, OSError):  # beyond the year 9999, or NaN
+            pass
     return datetime.now(UTC)  # not pure, but only for a malformed event
 
 
 def read_event(event: JSON, *, self_id: int, own: OwnMessages) -> Incoming | None:
     """A `message` event in tomo's terms, or None when it is not for tomo at all (the
-    bot's own message, a message from a channel or a stranger type, nothing in it)."""
+    bot's own message, a message from a channel or a stranger type, nothing in it).
+    InputError for an event whose fields are not what OneBot v11 documents."""
+    with incoming.reading("QQ"):
+        return _read_event(event, self_id=self_id, own=own)
+
+
+def _read_event(event: JSON, *, self_id: int, own: OwnMessages) -> Incoming | None:
     if event.get("post_type") != "message" or event.get("message_id") is None:
         return None
     chat = chat_of(event)

@@ -94,7 +94,13 @@ def seconds(value: float | timedelta | None) -> float:
 
 def read_message(message: Message, *, me: BotIdentity, edited: bool = False) -> Incoming | None:
     """`message` in tomo's terms, or None when it is not for tomo at all (a channel post,
-    the bot's own message, a command for another bot, a service message)."""
+    the bot's own message, a command for another bot, a service message). InputError
+    for a message whose fields are not what the Bot API documents (PTB does not check)."""
+    with incoming.reading("Telegram"):
+        return _read_message(message, me=me, edited=edited)
+
+
+def _read_message(message: Message, *, me: BotIdentity, edited: bool) -> Incoming | None:
     user = message.from_user
     chat = chat_of(message.chat)
     if user is None or chat is None or user.id == me.id:
