@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -68,6 +68,37 @@ class Database:
             raise  # a lost race on a unique key: the caller reads the winner back
         except SQLAlchemyError as exc:
             raise translate(exc, url=self.url) from None
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection (no ORM session: the per-message path), committed when the
+        block ends cleanly; on Postgres each statement commits as it runs."""
+        try:
+            async with self._autocommit.connect() as conn:
+                yield conn
+                await conn.commit()
+        except IntegrityError:
+            raise  # a lost race on a unique key: the caller reads the winner back
+        except SQLAlchemyError as exc:
+            raise translate(exc, url=self.url) from None
+
+    async def known_chat_id(self, chat: ChatRef, *, create: bool) -> int | None:
+        """The chat's row id, remembered after the first lookup (chats are never
+        deleted or renumbered); None for an unknown chat unless `create`."""
+        known = self._chat_ids.get(chat)
+        if known is not None:
+            return known
+
+        async def attempt() -> int | None:
+            async with self.session() as s:
+                found = await self.chat_id(s, chat, create=create)
+                await s.commit()
+                return found
+
+        found = await self.retry_on_conflict(attempt)
+        if found is not None:
+            self._chat_ids[chat] = found
+        return found
 
     async def ping(self) -> None:
         """One round trip to the database (readiness checks); StorageError if down."""
@@ -127,7 +158,7 @@ def chat_ref(row: ChatRow) -> ChatRef:
     )
 
 
-def stored_message(row: MessageRow, chat: ChatRef) -> StoredMessage:
+def stored_message(row: MessageRow | Row[Any], chat: ChatRef) -> StoredMessage:
     assert row.id is not None
     role = "assistant" if row.role == "assistant" else "user"
     return StoredMessage(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import LargeBinary, and_, bindparam, delete, func, or_, text, update
+from sqlalchemy import LargeBinary, bindparam, delete, func, text, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
@@ -29,6 +29,28 @@ from storage.tables import (
     MessageRow,
     SummaryRow,
 )
+
+_SUMMARY = SummaryRow.__table__  # type: ignore[attr-defined]
+_SUMMARY_COLUMNS = [c.name for c in _SUMMARY.c]
+_RANKED_SUMMARIES = (
+    sa_select(
+        _SUMMARY,
+        func.row_number()
+        .over(
+            partition_by=(_SUMMARY.c.kind, _SUMMARY.c.subject, _SUMMARY.c.day),
+            order_by=_SUMMARY.c.version.desc(),
+        )
+        .label("newest"),
+    )
+    .where(
+        tuple_(_SUMMARY.c.kind, _SUMMARY.c.subject, _SUMMARY.c.day).in_(
+            bindparam("keys", expanding=True)
+        )
+    )
+    .subquery()
+)
+# The latest version of each (kind, subject, day) asked for, in one statement.
+_LATEST_SUMMARIES = sa_select(_RANKED_SUMMARIES).where(_RANKED_SUMMARIES.c.newest == 1)
 
 
 class SqlLongTermStore:
@@ -68,9 +90,8 @@ class SqlLongTermStore:
             f"INSERT INTO message_key ({columns}) VALUES ({values}) "
             f"ON CONFLICT (message_id) DO UPDATE SET {updates}"
         ).bindparams(bindparam("emb", type_=LargeBinary))
-        async with self.db.session(autocommit=True) as s:
-            await s.exec(statement, params=params)  # type: ignore[call-overload]
-            await s.commit()
+        async with self.db.connect() as conn:
+            await conn.execute(statement, params)
 
     async def put_embeddings(self, items: Sequence[tuple[str, int, bytes]]) -> None:
         """Store new embeddings of entries, (kind, id, float32 bytes); text unchanged."""
@@ -469,30 +490,11 @@ class SqlLongTermStore:
     ) -> dict[tuple[str, str, str], Summary]:
         if not keys:
             return {}
-        t = SummaryRow.__table__  # type: ignore[attr-defined]
-        newest = (
-            func.row_number()
-            .over(partition_by=(t.c.kind, t.c.subject, t.c.day), order_by=t.c.version.desc())
-            .label("newest")
-        )
-        ranked = (
-            sa_select(t, newest)
-            .where(or_(*(and_(t.c.kind == k, t.c.subject == s, t.c.day == d) for k, s, d in keys)))
-            .subquery()
-        )
-        try:
-            async with self.db.autocommit_engine.connect() as conn:
-                rows = (
-                    (await conn.execute(sa_select(ranked).where(ranked.c.newest == 1)))
-                    .mappings()
-                    .all()
-                )
-        except SQLAlchemyError as exc:
-            raise translate(exc, url=self.db.url) from None
-        names = [c.name for c in t.c]
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(_LATEST_SUMMARIES, {"keys": list(keys)})).all()
         return {
-            (row["kind"], row["subject"], row["day"]): _summary(
-                SummaryRow.model_validate({n: row[n] for n in names})
+            (row.kind, row.subject, row.day): _summary(
+                SummaryRow.model_validate({n: getattr(row, n) for n in _SUMMARY_COLUMNS})
             )
             for row in rows
         }

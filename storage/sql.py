@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -15,6 +17,38 @@ from brain.ports import NewMessage, Person, ReplyInContext, StoredMessage
 from storage.database import SEGMENTS, Database, chat_ref, stored_message
 from storage.db import SQLITE_BUSY_TIMEOUT_MS
 from storage.tables import AccountRow, ChatRow, MessageEditRow, MessageRow, PersonRow
+
+# The per-message path in Core, built once (an ORM session and a statement built per call
+# cost more than the round trip itself).
+_PERSON = PersonRow.__table__  # type: ignore[attr-defined]
+_ACCOUNT = AccountRow.__table__  # type: ignore[attr-defined]
+_MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
+_FIND_PERSON = (
+    sa.select(_PERSON, _ACCOUNT.c.display_name.label("account_name"))
+    .join(_ACCOUNT, _ACCOUNT.c.person_id == _PERSON.c.id)
+    .where(_ACCOUNT.c.platform == sa.bindparam("platform"))
+    .where(_ACCOUNT.c.user_id == sa.bindparam("user_id"))
+)
+_INSERT_MESSAGE = sa.insert(_MESSAGE).returning(_MESSAGE.c.id)
+_FIND_MESSAGE = (
+    sa.select(_MESSAGE)
+    .where(_MESSAGE.c.chat_id == sa.bindparam("chat_id"))
+    .where(_MESSAGE.c.role == sa.bindparam("role"))
+    .where(_MESSAGE.c.platform_message_id == sa.bindparam("pid"))
+)
+_RECENT = (
+    sa.select(_MESSAGE)
+    .where(_MESSAGE.c.chat_id == sa.bindparam("chat_id"))
+    .order_by(_MESSAGE.c.sent_at.desc(), _MESSAGE.c.id.desc())
+    .limit(sa.bindparam("limit"))
+)
+_RECENT_SINCE = _RECENT.where(_MESSAGE.c.sent_at >= sa.bindparam("since"))
+_SENT_TIMES = (
+    sa.select(_MESSAGE.c.sent_at)
+    .where(_MESSAGE.c.chat_id == sa.bindparam("chat_id"))
+    .order_by(_MESSAGE.c.sent_at.desc())
+    .limit(sa.bindparam("limit"))
+)
 
 # How far back conversation_start looks for the last silence.
 _CONVERSATION_SCAN = 1000
@@ -49,7 +83,14 @@ class SqlMemoryStore:
         )
 
     async def _resolve_person_once(self, ref: PersonRef, *, seen_at: datetime) -> Person:
-        async with self._session(autocommit=True) as s:
+        async with self.db.connect() as conn:
+            known = (
+                await conn.execute(_FIND_PERSON, {"platform": ref.platform, "user_id": ref.user_id})
+            ).first()
+        if known is not None and known.account_name == ref.display_name:
+            return _person(known)
+        # A new person, or a new name: the ORM path (rare).
+        async with self._session() as s:
             found = (
                 await s.exec(
                     select(AccountRow, PersonRow)
@@ -117,37 +158,46 @@ class SqlMemoryStore:
     async def _add_message_once(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         # Insert first: a message seen again (a redelivery) is the rare case, found by
         # the unique key (chat, role, platform message id) rather than by a read first.
-        async with self._session(autocommit=True) as s:
-            chat_id = await self._chat_id(s, message.chat, create=True)
-            assert chat_id is not None
-            row = MessageRow(
-                chat_id=chat_id,
-                author_id=message.author.id if message.author else None,
-                author_name=message.author.display_name if message.author else "",
-                role=message.role,
-                platform_message_id=message.platform_message_id,
-                text=message.text,
-                segments_json=SEGMENTS.dump_json(message.segments).decode(),
-                sent_at=message.sent_at,
-                answers_id=message.answers_id,
+        chat_id = await self.db.known_chat_id(message.chat, create=True)
+        assert chat_id is not None
+        values = {
+            "chat_id": chat_id,
+            "author_id": message.author.id if message.author else None,
+            "author_name": message.author.display_name if message.author else "",
+            "role": message.role,
+            "platform_message_id": message.platform_message_id,
+            "text": message.text,
+            "segments_json": SEGMENTS.dump_json(message.segments).decode(),
+            "sent_at": message.sent_at,
+            "answers_id": message.answers_id,
+        }
+        try:
+            async with self.db.connect() as conn:
+                new_id = (await conn.execute(_INSERT_MESSAGE, values)).scalar_one()
+        except IntegrityError:
+            if message.platform_message_id is None:
+                raise
+        else:
+            return (
+                StoredMessage(
+                    id=new_id,
+                    chat=message.chat,
+                    author_id=values["author_id"],
+                    author_name=message.author.display_name if message.author else "",
+                    role="assistant" if message.role == "assistant" else "user",
+                    platform_message_id=message.platform_message_id,
+                    text=message.text,
+                    segments=message.segments,
+                    sent_at=message.sent_at,
+                    answers_id=message.answers_id,
+                ),
+                True,
             )
-            s.add(row)
-            try:
-                await s.commit()
-            except IntegrityError:
-                if message.platform_message_id is None:
-                    raise
-                await s.rollback()
-            else:
-                return stored_message(row, message.chat), True
-        async with self._session() as s:
+        async with self.db.connect() as conn:
             existing = (
-                await s.exec(
-                    select(MessageRow).where(
-                        MessageRow.chat_id == chat_id,
-                        MessageRow.role == message.role,
-                        MessageRow.platform_message_id == message.platform_message_id,
-                    )
+                await conn.execute(
+                    _FIND_MESSAGE,
+                    {"chat_id": chat_id, "role": message.role, "pid": message.platform_message_id},
                 )
             ).first()
         if existing is None:  # deleted in between: try again
@@ -212,40 +262,31 @@ class SqlMemoryStore:
     async def recent_messages(
         self, chat: ChatRef, *, limit: int, since: datetime | None = None
     ) -> list[StoredMessage]:
-        async with self._session(autocommit=True) as s:
-            chat_id = await self._chat_id(s, chat, create=False)
-            if chat_id is None:
-                return []
-            query = select(MessageRow).where(MessageRow.chat_id == chat_id)
-            if since is not None:
-                query = query.where(col(MessageRow.sent_at) >= since)
-            rows = (
-                await s.exec(
-                    query.order_by(col(MessageRow.sent_at).desc(), col(MessageRow.id).desc()).limit(
-                        limit
-                    )
-                )
-            ).all()
-            return [stored_message(r, chat) for r in reversed(rows)]
+        chat_id = await self.db.known_chat_id(chat, create=False)
+        if chat_id is None:
+            return []
+        params: dict[str, object] = {"chat_id": chat_id, "limit": limit}
+        if since is not None:
+            params["since"] = since
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(_RECENT if since is None else _RECENT_SINCE, params)).all()
+        return [stored_message(r, chat) for r in reversed(rows)]
 
     async def conversation_start(
         self, chat: ChatRef, *, now: datetime, idle_gap: timedelta
     ) -> datetime:
-        async with self._session(autocommit=True) as s:
-            chat_id = await self._chat_id(s, chat, create=False)
-            if chat_id is None:
-                return now
-            # Most conversations are short: look at the latest few first, then further.
-            start = now
+        chat_id = await self.db.known_chat_id(chat, create=False)
+        if chat_id is None:
+            return now
+        start = now
+        # Most conversations are short: look at the latest few first, then further.
+        async with self.db.connect() as conn:
             for scan in (_CONVERSATION_FIRST_SCAN, _CONVERSATION_SCAN):
                 times = (
-                    await s.exec(
-                        select(MessageRow.sent_at)
-                        .where(MessageRow.chat_id == chat_id)
-                        .order_by(col(MessageRow.sent_at).desc())
-                        .limit(scan)
-                    )
-                ).all()
+                    (await conn.execute(_SENT_TIMES, {"chat_id": chat_id, "limit": scan}))
+                    .scalars()
+                    .all()
+                )
                 if not times or now - times[0] > idle_gap:
                     return now
                 start = times[0]
@@ -308,7 +349,7 @@ class SqlMemoryStore:
             return found
 
 
-def _person(row: PersonRow) -> Person:
+def _person(row: PersonRow | sa.Row[Any]) -> Person:
     assert row.id is not None
     return Person(
         id=row.id,
