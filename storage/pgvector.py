@@ -102,7 +102,8 @@ def search_sql(*, scope: str, dims: int, limit: int, explain: bool = False) -> s
 
 
 def vector_text(values: Sequence[float]) -> str:
-    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+    """pgvector's text form; str() of a list of floats is C-fast and reads back exact."""
+    return str(np.asarray(values, dtype=np.float64).tolist())
 
 
 async def search(
@@ -110,11 +111,16 @@ async def search(
 ) -> list[tuple[str, int, float]]:
     """The `limit` nearest messages and memories of `scope`: (kind, id, cosine similarity).
 
-    Runs inside the caller's transaction (the HNSW setting is local to it).
+    Sets the connection's HNSW search breadth first: for the session on an autocommit
+    connection (SET LOCAL would be lost outside a transaction; every search sets its
+    own, so what it leaves behind is never relied on), for the transaction otherwise.
     """
     # HNSW returns at most ef_search rows; ask for enough.
     ef = max(40, min(int(limit), 1000))
-    await conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {ef}")
+    sync = conn.sync_connection
+    options = sync.get_execution_options() if sync is not None else {}
+    autocommit = options.get("isolation_level") == "AUTOCOMMIT"
+    await conn.exec_driver_sql(f"SET {'' if autocommit else 'LOCAL '}hnsw.ef_search = {ef}")
     statement = search_sql(scope=scope, dims=len(query), limit=limit)
     result = await conn.exec_driver_sql(statement, {"q": vector_text(query)})
     rows: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]

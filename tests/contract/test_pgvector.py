@@ -199,3 +199,20 @@ def test_migration_fills_vec_from_stored_embeddings(pg_url: str) -> None:
     finally:
         engine.dispose()
     assert stored == "[0.6,0.8,0]"
+
+
+async def test_a_search_on_an_autocommit_connection_keeps_its_hnsw_breadth(
+    pg_store: SqlMemoryStore,
+) -> None:
+    """SET LOCAL is lost outside a transaction: the per-message path searches on an
+    autocommit connection, where the breadth must be set for the session instead."""
+    scope = await _fill(pg_store)
+    dims = HashEmbedder().dims
+    query = [0.1] * (dims - 1) + [9.99999993922529e-09]  # an exponent in the text form
+    async with pg_store.db.autocommit_engine.connect() as conn:
+        await pgvector.search(conn, scope=scope, query=query, limit=120)
+        shown = (await conn.exec_driver_sql("SHOW hnsw.ef_search")).scalar()
+    assert shown == "120"
+    async with pg_store.db.engine.begin() as conn:  # in a transaction: local to it
+        await pgvector.search(conn, scope=scope, query=query, limit=60)
+        assert (await conn.exec_driver_sql("SHOW hnsw.ef_search")).scalar() == "60"
