@@ -131,6 +131,9 @@ def train_command(
         ),
         log=typer.echo,
     )
+    from bots.federation.runs import record_training
+
+    record_training(run, base_gguf=base_gguf, data=data)  # for `tomo federation push`
     typer.echo("done:")
     _echo_table(
         {
