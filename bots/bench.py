@@ -19,6 +19,7 @@ from brain.llm.stub import StubModel
 from brain.messages import ChatRef, Inbound, PersonRef, Text
 from brain.mind import Brain
 from brain.ports import ChatTurn, LanguageModel
+from storage.crypto import Encryption
 from storage.migrate import upgrade
 from storage.sql import SqlMemoryStore
 
@@ -36,8 +37,11 @@ def percentile(values: list[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-async def pipeline_overhead(*, stub_llm: bool, messages: int, repeats: int) -> None:
-    """Per-message time of Brain.handle on SQLite with an instant (or the real) model."""
+async def pipeline_overhead(
+    *, stub_llm: bool, messages: int, repeats: int, encrypt: bool = True
+) -> None:
+    """Per-message time of Brain.handle on SQLite with an instant (or the real) model;
+    encrypted at rest as tomo is by default (`encrypt`)."""
     model: LanguageModel
     if stub_llm:
         model = StubModel()
@@ -51,7 +55,8 @@ async def pipeline_overhead(*, stub_llm: bool, messages: int, repeats: int) -> N
         with tempfile.TemporaryDirectory(prefix="tomo-bench-") as tmp:
             url = f"sqlite:///{Path(tmp) / 'tomo.db'}"
             await asyncio.to_thread(upgrade, url)
-            store = SqlMemoryStore(url)
+            encryption = Encryption(master_key=os.urandom(32)) if encrypt else None
+            store = SqlMemoryStore(url, encryption=encryption)
             clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
             brain = Brain(store=store, model=model, persona=load_persona(None), clock=clock)
             chat = ChatRef(platform="console", chat_id="bench", kind="dm")
@@ -75,7 +80,8 @@ async def pipeline_overhead(*, stub_llm: bool, messages: int, repeats: int) -> N
         all_ms.extend(times)
         print(f"run {run + 1}/{repeats}: mean {run_means[-1]:.2f} ms/message", flush=True)
     print(
-        f"pipeline ({'stub' if stub_llm else 'real'} model, SQLite, {messages} messages x "
+        f"pipeline ({'stub' if stub_llm else 'real'} model, SQLite"
+        f"{', encrypted' if encrypt else ''}, {messages} messages x "
         f"{repeats} runs): median of run means {statistics.median(run_means):.2f} ms/message; "
         f"per message p50 {percentile(all_ms, 0.5):.2f} ms, p95 {percentile(all_ms, 0.95):.2f} ms, "
         f"p99 {percentile(all_ms, 0.99):.2f} ms; load average {os.getloadavg()[0]:.2f}"

@@ -115,13 +115,14 @@ def dataset(
     """SFT examples (persona card, stored conversations) and judged DPO pairs as JSONL."""
     from datetime import timedelta
 
-    from bots.cli import load_settings, setup_logging
+    from bots.cli import load_settings
+    from bots.logs import setup_logging
     from brain.persona.dataset import DatasetConfig
 
     if (judge_base_url is None) != (judge_model is None):
         raise ConfigError("--judge-base-url and --judge-model go together: give both or neither.")
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fmt=settings.log_format, content=settings.log_content)
     folder = prepare_out_dir(out or settings.data_dir / "persona" / "data")
     config = DatasetConfig(
         person_id=person,
@@ -167,7 +168,7 @@ async def _build(
         TimeElapsedColumn,
     )
 
-    from bots.app import build_model, load_persona, migrate
+    from bots.app import build_encryption, build_model, load_persona, migrate
     from brain.persona.dataset import build_dataset
     from storage.database import Database
     from storage.longterm import SqlLongTermStore
@@ -176,7 +177,7 @@ async def _build(
     persona = load_persona(settings.persona)
     await migrate(settings)
     url = settings.effective_database_url
-    database = Database(url)
+    database = Database(url, encryption=build_encryption(settings))
     store = SqlMemoryStore(url, database=database)
     model: LanguageModel | None = None
     judge: LanguageModel | None = None
@@ -261,10 +262,11 @@ def eval_command(
     replies: Annotated[bool, typer.Option(help="Also print every reply.")] = False,
 ) -> None:
     """Persona consistency on a fixed prompt set: the base model and each adapter."""
-    from bots.cli import load_settings, setup_logging
+    from bots.cli import load_settings
+    from bots.logs import setup_logging
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fmt=settings.log_format, content=settings.log_content)
     adapters = list(adapter or [])
     check_adapters(settings, adapters)
     report = asyncio.run(_evaluate(settings, adapters, max_tokens=max_tokens))

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from brain.memory.keys import message_key
-from storage.database import load_messages
+from storage.database import Database, load_messages
 from storage.tables import (
     MemoryAboutRow,
     MemoryRow,
@@ -34,7 +34,7 @@ async def delete_memories(s: AsyncSession, ids: Sequence[int]) -> None:
     await s.exec(delete(MemoryRow).where(col(MemoryRow.id).in_(list(ids))))
 
 
-async def delete_messages(s: AsyncSession, ids: Sequence[int]) -> list[int]:
+async def delete_messages(db: Database, s: AsyncSession, ids: Sequence[int]) -> list[int]:
     """Delete L0 messages, the bot's replies to them, their keys and links.
 
     The recall keys of the messages next to a deleted one quote it (a key holds its
@@ -56,16 +56,17 @@ async def delete_messages(s: AsyncSession, ids: Sequence[int]) -> list[int]:
     await s.exec(delete(MessageEditRow).where(col(MessageEditRow.message_id).in_(every)))
     await s.exec(delete(MemorySourceRow).where(col(MemorySourceRow.message_id).in_(every)))
     await s.exec(delete(MessageRow).where(col(MessageRow.id).in_(every)))
+    db.drop_owners(every)
     by_chat: dict[int, list[int]] = {}
     for mid, chat_id in chats:
         if mid is not None:
             by_chat.setdefault(chat_id, []).append(mid)
     for chat_id, gone in by_chat.items():
-        await rekey_neighbours(s, chat_id, sorted(gone))
+        await rekey_neighbours(db, s, chat_id, sorted(gone))
     return every
 
 
-async def rekey_neighbours(s: AsyncSession, chat_id: int, gone: list[int]) -> None:
+async def rekey_neighbours(db: Database, s: AsyncSession, chat_id: int, gone: list[int]) -> None:
     """Rewrite the keys of the surviving messages of a chat that sat next to `gone`."""
     in_chat = col(MessageRow.chat_id) == chat_id
     between = (
@@ -95,6 +96,7 @@ async def rekey_neighbours(s: AsyncSession, chat_id: int, gone: list[int]) -> No
         if key_row is None:
             continue
         found = await load_messages(
+            db,
             s,
             [
                 in_chat,
@@ -113,10 +115,16 @@ async def rekey_neighbours(s: AsyncSession, chat_id: int, gone: list[int]) -> No
         )
         at = {m.id: i for i, m in enumerate(found)}
         i = at[mid]
-        key_row.key_text = message_key(
+        key = message_key(
             found[i],
             at=found[i].sent_at,
             previous=found[i - 1] if i > 0 else None,
             following=found[i + 1] if i + 1 < len(found) else None,
+        )
+        # encrypted as before, with the message's owner's key (in this transaction)
+        conn = await s.connection()
+        owner = (await db.message_owners([mid], conn=conn)).get(mid)
+        key_row.key_text = await db.seal(
+            key, kind="message_key", owner=owner, conn=conn, create=False, fresh=True
         )
         s.add(key_row)  # the embedding is of the turn alone and stays

@@ -15,9 +15,11 @@ from brain.memory.types import IndexEntry, Memory, MemoryVersion, NewMemory, Sum
 from brain.messages import ChatRef
 from brain.ports import ForgetReport, StoredMessage
 from storage import pgvector
-from storage.database import Database, chat_ref, load_messages
+from storage.crypto import is_sealed
+from storage.database import ANSWERED, Database, chat_ref, load_messages, owner_of
 from storage.db import translate
 from storage.deletion import delete_memories, delete_messages
+from storage.keyring import Opener
 from storage.tables import (
     ChatRow,
     ConsolidationRow,
@@ -71,11 +73,13 @@ class SqlLongTermStore:
         keep_embedding: bool = False,
     ) -> None:
         # One upsert (a statement per message on the hot path; was read, write, vector).
+        # The key quotes the message: it is encrypted with the message's owner's key.
+        owner = (await self.db.message_owners([message_id])).get(message_id)
         changed = ["scope", "key_text"] + ([] if keep_embedding else ["embedding"])
         params: dict[str, object] = {
             "id": message_id,
             "scope": scope,
-            "key": key,
+            "key": await self.db.seal(key, kind="message_key", owner=owner),
             "emb": None if keep_embedding else embedding,
         }
         columns, values = "message_id, scope, key_text, embedding", ":id, :scope, :key, :emb"
@@ -133,27 +137,42 @@ class SqlLongTermStore:
         async with self.db.session() as s:
             keyed = (
                 await s.exec(
-                    select(MessageKeyRow, MessageRow)
+                    select(MessageKeyRow, MessageRow, ANSWERED.author_id)
                     .join(MessageRow, col(MessageRow.id) == col(MessageKeyRow.message_id))
+                    .outerjoin(ANSWERED, col(ANSWERED.id) == col(MessageRow.answers_id))
                     .where(MessageKeyRow.scope == scope)
                     .order_by(col(MessageRow.id))
                 )
             ).all()
-            entries = [
-                IndexEntry(
-                    kind="message",
-                    id=msg.id or 0,
-                    scope=scope,
-                    key=key.key_text,
-                    text=msg.text,
-                    source_message_ids=(msg.id or 0,),
-                    author_id=msg.author_id,
-                    author_name=msg.author_name,
-                    at=msg.sent_at,
-                    embedding=key.embedding,
-                )
-                for key, msg in keyed
-            ]
+            owners = [owner_of(msg.author_id, answered) for _, msg, answered in keyed]
+            for (key, _, _), owner in zip(keyed, owners, strict=True):
+                self.db.note_owner(key.message_id, owner)
+
+            def build(opener: Opener) -> list[IndexEntry]:
+                return [
+                    IndexEntry(
+                        kind="message",
+                        id=msg.id or 0,
+                        scope=scope,
+                        key=opener.open(key.key_text, kind="message_key", owner=owner),
+                        text=opener.open(msg.text, kind="message.text", owner=owner),
+                        source_message_ids=(msg.id or 0,),
+                        author_id=msg.author_id,
+                        author_name=msg.author_name,
+                        at=msg.sent_at,
+                        embedding=key.embedding,
+                    )
+                    for (key, msg, _), owner in zip(keyed, owners, strict=True)
+                ]
+
+            entries = await self.db.opened(
+                (
+                    o
+                    for (key, msg, _), o in zip(keyed, owners, strict=True)
+                    if is_sealed(key.key_text) or is_sealed(msg.text)
+                ),
+                build,
+            )
             memories = await self._memory_pairs(s, [col(MemoryRow.scope) == scope])
         for mem, embedding in memories:
             entries.append(
@@ -196,30 +215,40 @@ class SqlLongTermStore:
             await s.exec(select(MemorySourceRow).where(col(MemorySourceRow.memory_id).in_(ids)))
         ).all():
             sources.setdefault(src.memory_id, []).append(src.message_id)
-        return [
-            (
-                Memory(
-                    id=r.id or 0,
-                    scope=r.scope,
-                    text=r.text,
-                    about=tuple(sorted(about.get(r.id or 0, []))),
-                    source_message_ids=tuple(sorted(sources.get(r.id or 0, []))),
-                    importance=r.importance,
-                    created_at=r.created_at,
-                    updated_at=r.updated_at,
-                    last_recalled_at=r.last_recalled_at,
-                    recall_count=r.recall_count,
-                ),
-                r.embedding,
-            )
-            for r in rows
-        ]
+
+        def build(opener: Opener) -> list[tuple[Memory, bytes | None]]:
+            return [
+                (
+                    Memory(
+                        id=r.id or 0,
+                        scope=r.scope,
+                        text=opener.open(
+                            r.text, kind="memory", owner=_memory_owner(about.get(r.id or 0, ()))
+                        ),
+                        about=tuple(sorted(about.get(r.id or 0, []))),
+                        source_message_ids=tuple(sorted(sources.get(r.id or 0, []))),
+                        importance=r.importance,
+                        created_at=r.created_at,
+                        updated_at=r.updated_at,
+                        last_recalled_at=r.last_recalled_at,
+                        recall_count=r.recall_count,
+                    ),
+                    r.embedding,
+                )
+                for r in rows
+            ]
+
+        return await self.db.opened(
+            (_memory_owner(about.get(r.id or 0, ())) for r in rows if is_sealed(r.text)), build
+        )
 
     async def add_memory(self, memory: NewMemory) -> Memory:
+        owner = _memory_owner(memory.about)
+        sealed = await self.db.seal(memory.text, kind="memory", owner=owner, fresh=True)
         async with self.db.session() as s:
             row = MemoryRow(
                 scope=memory.scope,
-                text=memory.text,
+                text=sealed,
                 importance=memory.importance,
                 created_at=memory.created_at,
                 updated_at=memory.created_at,
@@ -255,16 +284,24 @@ class SqlLongTermStore:
             row = await s.get(MemoryRow, memory_id)
             if row is None:
                 raise KeyError(memory_id)
+            owner = await self._owner_of_memory(s, memory_id)
+            sealed = row.text
+            before = await self.db.opened(
+                [owner] if is_sealed(sealed) else [],
+                lambda opener: opener.open(sealed, kind="memory", owner=owner),
+            )
+            seal = self.db.seal
             s.add(
                 MemoryVersionRow(
                     memory_id=memory_id,
-                    text=row.text,
+                    text=await seal(before, kind="memory_version", owner=owner, fresh=True),
                     importance=row.importance,
-                    reason=reason,
+                    reason=await seal(reason, kind="memory_version.reason", owner=owner),
                     changed_at=at,
                 )
             )
-            row.text, row.importance, row.updated_at = text, importance, at
+            row.text = await seal(text, kind="memory", owner=owner)
+            row.importance, row.updated_at = importance, at
             if embedding is not None:
                 row.embedding = embedding
             s.add(row)
@@ -328,16 +365,32 @@ class SqlLongTermStore:
                     .order_by(col(MemoryVersionRow.id))
                 )
             ).all()
-        return [
-            MemoryVersion(
-                memory_id=r.memory_id,
-                text=r.text,
-                importance=r.importance,
-                reason=r.reason,
-                changed_at=r.changed_at,
+            sealed = any(is_sealed(r.text) or is_sealed(r.reason) for r in rows)
+            owner = await self._owner_of_memory(s, memory_id) if sealed else None
+        return await self.db.opened(
+            [owner],
+            lambda opener: [
+                MemoryVersion(
+                    memory_id=r.memory_id,
+                    text=opener.open(r.text, kind="memory_version", owner=owner),
+                    importance=r.importance,
+                    reason=opener.open(r.reason, kind="memory_version.reason", owner=owner),
+                    changed_at=r.changed_at,
+                )
+                for r in rows
+            ],
+        )
+
+    async def _owner_of_memory(self, s: AsyncSession, memory_id: int) -> int | None:
+        """Whose key encrypts a memory: the first person it is about."""
+        first = (
+            await s.exec(
+                select(func.min(MemoryAboutRow.person_id)).where(
+                    MemoryAboutRow.memory_id == memory_id
+                )
             )
-            for r in rows
-        ]
+        ).one()
+        return None if first is None else int(first)
 
     async def mark_recalled(self, memory_ids: Sequence[int], *, at: datetime) -> None:
         if not memory_ids:
@@ -356,7 +409,7 @@ class SqlLongTermStore:
         if not message_ids:
             return []
         async with self.db.session() as s:
-            return await load_messages(s, [col(MessageRow.id).in_(list(message_ids))])
+            return await load_messages(self.db, s, [col(MessageRow.id).in_(list(message_ids))])
 
     async def messages_after(
         self, chat: ChatRef, *, after_id: int, limit: int
@@ -366,6 +419,7 @@ class SqlLongTermStore:
             if chat_id is None:
                 return []
             return await load_messages(
+                self.db,
                 s,
                 [col(MessageRow.chat_id) == chat_id, col(MessageRow.id) > after_id],
                 limit=limit,
@@ -373,7 +427,7 @@ class SqlLongTermStore:
 
     async def messages_by(self, person_id: int) -> list[StoredMessage]:
         async with self.db.session() as s:
-            return await load_messages(s, [col(MessageRow.author_id) == person_id])
+            return await load_messages(self.db, s, [col(MessageRow.author_id) == person_id])
 
     # forgetting ----------------------------------------------------------------------
 
@@ -387,7 +441,7 @@ class SqlLongTermStore:
             if await s.get(MemoryRow, memory_id) is None:
                 return ForgetReport()
             await delete_memories(s, [memory_id])
-            gone = await delete_messages(s, list(sources))
+            gone = await delete_messages(self.db, s, list(sources))
             await s.commit()
         return ForgetReport(memory_ids=(memory_id,), message_ids=tuple(gone))
 
@@ -418,13 +472,20 @@ class SqlLongTermStore:
             ).all()
             memory_ids = sorted({*about, *derived})
             await delete_memories(s, memory_ids)
-            gone = await delete_messages(s, sorted({*(m for m in said if m is not None), *sources}))
+            gone = await delete_messages(
+                self.db, s, sorted({*(m for m in said if m is not None), *sources})
+            )
             await s.exec(
                 delete(SummaryRow).where(
                     col(SummaryRow.kind) == "profile", col(SummaryRow.subject) == str(person_id)
                 )
             )
+            # Crypto-shredding: without their key, whatever of theirs is left anywhere
+            # (a backup, a log of the database) cannot be decrypted.
+            await self.db.destroy_key(person_id, conn=await s.connection())
             await s.commit()
+        if self.db.keyring is not None:
+            self.db.keyring.evict(person_id)
         return ForgetReport(memory_ids=tuple(memory_ids), message_ids=tuple(gone))
 
     async def scrub_deleted(self) -> None:
@@ -444,6 +505,9 @@ class SqlLongTermStore:
     async def put_summary(
         self, *, kind: str, subject: str, day: str = "", text: str, at: datetime
     ) -> Summary:
+        owner = _summary_owner(kind, subject)
+        sealed = await self.db.seal(text, kind=f"summary.{kind}", owner=owner, fresh=True)
+
         async def attempt() -> Summary:
             async with self.db.session() as s:
                 latest = (
@@ -460,12 +524,12 @@ class SqlLongTermStore:
                     subject=subject,
                     day=day,
                     version=(latest or 0) + 1,
-                    text=text,
+                    text=sealed,
                     created_at=at,
                 )
                 s.add(row)
                 await s.commit()
-                return _summary(row)
+                return _summary(row).model_copy(update={"text": text})
 
         return await self.db.retry_on_conflict(attempt)
 
@@ -483,7 +547,10 @@ class SqlLongTermStore:
                     .limit(1)
                 )
             ).first()
-        return _summary(row) if row else None
+        if row is None:
+            return None
+        [found] = await self._summaries([row])
+        return found
 
     async def latest_summaries(
         self, keys: Sequence[tuple[str, str, str]]
@@ -492,12 +559,13 @@ class SqlLongTermStore:
             return {}
         async with self.db.connect() as conn:
             rows = (await conn.execute(_LATEST_SUMMARIES, {"keys": list(keys)})).all()
-        return {
-            (row.kind, row.subject, row.day): _summary(
+        found = await self._summaries(
+            [
                 SummaryRow.model_validate({n: getattr(row, n) for n in _SUMMARY_COLUMNS})
-            )
-            for row in rows
-        }
+                for row in rows
+            ]
+        )
+        return {(f.kind, f.subject, f.day): f for f in found}
 
     async def summary_versions(self, *, kind: str, subject: str) -> list[Summary]:
         async with self.db.session() as s:
@@ -508,7 +576,28 @@ class SqlLongTermStore:
                     .order_by(col(SummaryRow.day), col(SummaryRow.version))
                 )
             ).all()
-        return [_summary(r) for r in rows]
+        return await self._summaries(rows)
+
+    async def _summaries(self, rows: Sequence[SummaryRow]) -> list[Summary]:
+        """Summaries of rows, profiles decrypted with their person's key."""
+
+        def build(opener: Opener) -> list[Summary]:
+            return [
+                _summary(r).model_copy(
+                    update={
+                        "text": opener.open(
+                            r.text,
+                            kind=f"summary.{r.kind}",
+                            owner=_summary_owner(r.kind, r.subject),
+                        )
+                    }
+                )
+                for r in rows
+            ]
+
+        return await self.db.opened(
+            (_summary_owner(r.kind, r.subject) for r in rows if is_sealed(r.text)), build
+        )
 
     async def delete_summaries(self, *, kind: str, subject: str) -> None:
         async with self.db.session() as s:
@@ -568,6 +657,17 @@ class SqlLongTermStore:
             if last_id > (through or 0) and last_at_utc <= quiet_since:
                 due.append(chat_ref(chat))
         return due
+
+
+def _memory_owner(about: Sequence[int]) -> int | None:
+    """A memory is encrypted with the key of the first person it is about."""
+    return min(about) if about else None
+
+
+def _summary_owner(kind: str, subject: str) -> int | None:
+    """Profiles are encrypted with their person's key; daily summaries and self-concepts
+    (about a chat, not one person) are not."""
+    return int(subject) if kind == "profile" and subject.isdigit() else None
 
 
 def _summary(row: SummaryRow) -> Summary:

@@ -14,30 +14,53 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from brain.messages import ChatRef, PersonRef, Segment
 from brain.ports import NewMessage, Person, ReplyInContext, StoredMessage
-from storage.database import SEGMENTS, Database, chat_ref, stored_message
+from storage.crypto import Encryption
+from storage.database import (
+    ANSWERED,
+    ANSWERED_AUTHOR,
+    MESSAGE_WITH_ANSWERED,
+    SEGMENTS,
+    Database,
+    chat_ref,
+)
 from storage.db import SQLITE_BUSY_TIMEOUT_MS
-from storage.tables import AccountRow, ChatRow, MessageEditRow, MessageRow, PersonRow
+from storage.tables import (
+    AccountRow,
+    ChatRow,
+    MessageEditRow,
+    MessageRow,
+    PersonKeyRow,
+    PersonRow,
+)
 
 # The per-message path in Core, built once (an ORM session and a statement built per call
 # cost more than the round trip itself).
 _PERSON = PersonRow.__table__  # type: ignore[attr-defined]
 _ACCOUNT = AccountRow.__table__  # type: ignore[attr-defined]
 _MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
+_PERSON_KEY = PersonKeyRow.__table__  # type: ignore[attr-defined]
+# The person's wrapped data key comes along: a key destroyed or replaced by another
+# process (a forget on another worker) is noticed before this message is encrypted.
 _FIND_PERSON = (
-    sa.select(_PERSON, _ACCOUNT.c.display_name.label("account_name"))
+    sa.select(_PERSON, _ACCOUNT.c.display_name.label("account_name"), _PERSON_KEY.c.wrapped_key)
     .join(_ACCOUNT, _ACCOUNT.c.person_id == _PERSON.c.id)
+    .outerjoin(_PERSON_KEY, _PERSON_KEY.c.person_id == _PERSON.c.id)
     .where(_ACCOUNT.c.platform == sa.bindparam("platform"))
     .where(_ACCOUNT.c.user_id == sa.bindparam("user_id"))
 )
 _INSERT_MESSAGE = sa.insert(_MESSAGE).returning(_MESSAGE.c.id)
+# Message reads carry the author of the message each row answers: a reply of the bot is
+# encrypted with that person's key (see storage/database.py).
 _FIND_MESSAGE = (
-    sa.select(_MESSAGE)
+    sa.select(_MESSAGE, ANSWERED_AUTHOR)
+    .select_from(MESSAGE_WITH_ANSWERED)
     .where(_MESSAGE.c.chat_id == sa.bindparam("chat_id"))
     .where(_MESSAGE.c.role == sa.bindparam("role"))
     .where(_MESSAGE.c.platform_message_id == sa.bindparam("pid"))
 )
 _RECENT = (
-    sa.select(_MESSAGE)
+    sa.select(_MESSAGE, ANSWERED_AUTHOR)
+    .select_from(MESSAGE_WITH_ANSWERED)
     .where(_MESSAGE.c.chat_id == sa.bindparam("chat_id"))
     .order_by(_MESSAGE.c.sent_at.desc(), _MESSAGE.c.id.desc())
     .limit(sa.bindparam("limit"))
@@ -64,8 +87,9 @@ class SqlMemoryStore:
         *,
         database: Database | None = None,
         busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        encryption: Encryption | None = None,
     ) -> None:
-        self.db = database or Database(url, busy_timeout_ms=busy_timeout_ms)
+        self.db = database or Database(url, busy_timeout_ms=busy_timeout_ms, encryption=encryption)
         self.url = url
         self.engine = self.db.engine
 
@@ -87,6 +111,8 @@ class SqlMemoryStore:
             known = (
                 await conn.execute(_FIND_PERSON, {"platform": ref.platform, "user_id": ref.user_id})
             ).first()
+        if known is not None:
+            self.db.observe_key(known.id, known.wrapped_key)
         if known is not None and known.account_name == ref.display_name:
             return _person(known)
         # A new person, or a new name: the ORM path (rare).
@@ -160,14 +186,20 @@ class SqlMemoryStore:
         # the unique key (chat, role, platform message id) rather than by a read first.
         chat_id = await self.db.known_chat_id(message.chat, create=True)
         assert chat_id is not None
+        owner = message.author.id if message.author else None
+        if owner is None and message.answers_id is not None:
+            owner = (await self.db.message_owners([message.answers_id])).get(message.answers_id)
+        segments_json = SEGMENTS.dump_json(message.segments).decode()
         values = {
             "chat_id": chat_id,
             "author_id": message.author.id if message.author else None,
             "author_name": message.author.display_name if message.author else "",
             "role": message.role,
             "platform_message_id": message.platform_message_id,
-            "text": message.text,
-            "segments_json": SEGMENTS.dump_json(message.segments).decode(),
+            "text": await self.db.seal(message.text, kind="message.text", owner=owner),
+            "segments_json": await self.db.seal(
+                segments_json, kind="message.segments", owner=owner
+            ),
             "sent_at": message.sent_at,
             "answers_id": message.answers_id,
         }
@@ -178,6 +210,7 @@ class SqlMemoryStore:
             if message.platform_message_id is None:
                 raise
         else:
+            self.db.note_owner(new_id, owner)
             return (
                 StoredMessage(
                     id=new_id,
@@ -202,7 +235,10 @@ class SqlMemoryStore:
             ).first()
         if existing is None:  # deleted in between: try again
             raise IntegrityError("message", None, Exception("vanished"))
-        return stored_message(existing, message.chat), False
+        [found] = await self.db.messages_from_rows(
+            [(existing, message.chat, existing.answered_author)]
+        )
+        return found, False
 
     async def edit_message(
         self,
@@ -228,36 +264,47 @@ class SqlMemoryStore:
             ).first()
             if row is None or row.id is None:
                 return None
+            [before] = await self.db.messages_from_rows([(row, chat, None)])
+            old_segments = SEGMENTS.dump_json(before.segments).decode()
             new_segments = SEGMENTS.dump_json(segments).decode()
-            if row.text == text and row.segments_json == new_segments:
-                return stored_message(row, chat)
+            if before.text == text and old_segments == new_segments:
+                return before
+            owner = row.author_id
+            db = self.db
             s.add(
                 MessageEditRow(
                     message_id=row.id,
-                    text=row.text,
-                    segments_json=row.segments_json,
+                    text=await db.seal(
+                        before.text, kind="message_edit.text", owner=owner, fresh=True
+                    ),
+                    segments_json=await db.seal(
+                        old_segments, kind="message_edit.segments", owner=owner
+                    ),
                     edited_at=edited_at,
                 )
             )
-            row.text, row.segments_json = text, new_segments
+            row.text = await db.seal(text, kind="message.text", owner=owner)
+            row.segments_json = await db.seal(new_segments, kind="message.segments", owner=owner)
             s.add(row)
             await s.commit()
-            return stored_message(row, chat)
+            return before.model_copy(update={"text": text, "segments": segments})
 
     async def answer_to(self, message_id: int) -> StoredMessage | None:
         async with self._session() as s:
             found = (
                 await s.exec(
-                    select(MessageRow, ChatRow)
+                    select(MessageRow, ChatRow, ANSWERED.author_id)
                     .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
+                    .outerjoin(ANSWERED, col(ANSWERED.id) == col(MessageRow.answers_id))
                     .where(MessageRow.answers_id == message_id)
                     .order_by(col(MessageRow.id))
                 )
             ).first()
             if found is None:
                 return None
-            row, chat = found
-            return stored_message(row, chat_ref(chat))
+            row, chat, answered = found
+            [reply] = await self.db.messages_from_rows([(row, chat_ref(chat), answered)])
+            return reply
 
     async def recent_messages(
         self, chat: ChatRef, *, limit: int, since: datetime | None = None
@@ -270,7 +317,7 @@ class SqlMemoryStore:
             params["since"] = since
         async with self.db.connect() as conn:
             rows = (await conn.execute(_RECENT if since is None else _RECENT_SINCE, params)).all()
-        return [stored_message(r, chat) for r in reversed(rows)]
+        return await self.db.messages_from_rows([(r, chat, r.answered_author) for r in rows[::-1]])
 
     async def conversation_start(
         self, chat: ChatRef, *, now: datetime, idle_gap: timedelta
@@ -315,20 +362,22 @@ class SqlMemoryStore:
     ) -> list[ReplyInContext]:
         async with self._session() as s:
             query = (
-                select(MessageRow, ChatRow)
+                select(MessageRow, ChatRow, ANSWERED.author_id)
                 .join(ChatRow, col(ChatRow.id) == col(MessageRow.chat_id))
+                .outerjoin(ANSWERED, col(ANSWERED.id) == col(MessageRow.answers_id))
                 .where(MessageRow.role == "assistant")
             )
             if before_id is not None:
                 query = query.where(col(MessageRow.id) < before_id)
             replies = (await s.exec(query.order_by(col(MessageRow.id).desc()).limit(limit))).all()
             found: list[ReplyInContext] = []
-            for row, chat_row in replies:
+            for row, chat_row, answered in replies:
                 chat = chat_ref(chat_row)
                 earlier = (
                     (
                         await s.exec(
-                            select(MessageRow)
+                            select(MessageRow, ANSWERED.author_id)
+                            .outerjoin(ANSWERED, col(ANSWERED.id) == col(MessageRow.answers_id))
                             .where(
                                 MessageRow.chat_id == row.chat_id,
                                 col(MessageRow.id) < row.id,
@@ -340,12 +389,10 @@ class SqlMemoryStore:
                     if context > 0
                     else []
                 )
-                found.append(
-                    ReplyInContext(
-                        reply=stored_message(row, chat),
-                        before=tuple(stored_message(m, chat) for m in reversed(earlier)),
-                    )
+                [reply, *before] = await self.db.messages_from_rows(
+                    [(row, chat, answered), *((m, chat, a) for m, a in reversed(earlier))]
                 )
+                found.append(ReplyInContext(reply=reply, before=tuple(before)))
             return found
 
 

@@ -215,6 +215,20 @@ class SummaryRow(SQLModel, table=True):
     created_at: datetime = _utc_column()
 
 
+class PersonKeyRow(SQLModel, table=True):
+    """A person's data key, wrapped by the master key (see storage/crypto.py).
+
+    Deleting the row (`/memory forget all`) makes everything encrypted with it unreadable,
+    in backups too when they do not hold this table (crypto-shredding).
+    """
+
+    __tablename__ = "person_key"
+
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    wrapped_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _utc_column()
+
+
 class ConsolidationRow(SQLModel, table=True):
     """How far consolidation has read each chat (the last message id it took in)."""
 
@@ -226,3 +240,6 @@ class ConsolidationRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+# The federation server's tables (storage/federation_tables.py) join the same metadata.
+from storage import federation_tables as _federation_tables  # noqa: E402, F401

@@ -19,6 +19,7 @@ import pytest
 from brain.messages import ChatRef, Inbound, PersonRef, Text
 from brain.ports import Bus
 from storage.bus import InProcessBus
+from storage.crypto import Encryption
 from storage.migrate import upgrade
 from storage.redis_bus import RedisBus
 from storage.sql import SqlMemoryStore
@@ -65,9 +66,13 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+# Stores in tests encrypt at rest, as tomo does by default (a fixed test master key).
+TEST_ENCRYPTION = Encryption(master_key=bytes(range(32)))
+
+
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[SqlMemoryStore]:
-    s = SqlMemoryStore(db_url)
+    s = SqlMemoryStore(db_url, encryption=TEST_ENCRYPTION)
     try:
         yield s
     finally:
@@ -77,7 +82,7 @@ async def store(db_url: str) -> AsyncIterator[SqlMemoryStore]:
 @pytest.fixture
 async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlMemoryStore]:
     await asyncio.to_thread(upgrade, sqlite_url)
-    s = SqlMemoryStore(sqlite_url)
+    s = SqlMemoryStore(sqlite_url, encryption=TEST_ENCRYPTION)
     try:
         yield s
     finally:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from brain.blobs import MemoryBlobStore
 from brain.clock import ManualClock
@@ -15,7 +19,16 @@ from brain.memory.recall import Recall
 from brain.memory.types import Memory, NewMemory, scope_of
 from brain.messages import ChatRef, Document, Reply, Text
 from brain.ports import NewMessage, Person, StoredMessage
-from storage.database import Database
+from storage.crypto import (
+    CryptoError,
+    Encryption,
+    cipher,
+    is_sealed,
+    load_master_key,
+    open_sealed,
+    unwrap,
+)
+from storage.database import Database, load_messages
 from storage.longterm import SqlLongTermStore
 from storage.sql import SqlMemoryStore
 from tests.conftest import ALICE, BOB, DM, T0, inbound
@@ -166,10 +179,33 @@ async def make_world(store: SqlMemoryStore) -> World:
     )
 
 
-async def find_everywhere(db: Database, needle: str) -> set[str]:
+SEALED_KINDS = (
+    "message.text",
+    "message.segments",
+    "message_edit.text",
+    "message_edit.segments",
+    "message_key",
+    "memory",
+    "memory_version",
+    "memory_version.reason",
+    "summary.profile",
+)
+
+
+async def find_everywhere(
+    db: Database,
+    needle: str,
+    *,
+    see_through: bool = True,
+    keys: dict[int, AESGCM] | None = None,
+) -> set[str]:
     """Every `table.column` of the database holding `needle` (any case), in any row.
 
-    Text is searched as text, binary columns as UTF-8 bytes.
+    Text is searched as text, binary columns as UTF-8 bytes. `see_through`: encrypted
+    values are searched as what they decrypt to with any person key the database still
+    has (what someone holding the database and the master key could read), and with
+    `keys` (taken earlier with `person_keys`, so that a forget is checked to delete
+    rows, not only to destroy the key that reads them).
     """
     low = needle.casefold()
     raw = needle.encode()
@@ -177,13 +213,41 @@ async def find_everywhere(db: Database, needle: str) -> set[str]:
     async with db.engine.connect() as conn:
         tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
         assert {"message", "memory", "message_key", "summary"} <= set(tables), tables
+        known = {**(keys or {}), **(await _person_keys(db, conn))} if see_through else {}
         for table in tables:
             rows = (await conn.execute(text(f'SELECT * FROM "{table}"'))).all()
             for row in rows:
                 for column, value in row._mapping.items():
+                    if isinstance(value, str) and is_sealed(value):
+                        value = _decrypted(value, known)
                     if _holds(value, low=low, raw=raw):
                         hits.add(f"{table}.{column}")
     return hits
+
+
+async def person_keys(db: Database) -> dict[int, AESGCM]:
+    """Every person key the database holds now, unwrapped."""
+    async with db.engine.connect() as conn:
+        return await _person_keys(db, conn)
+
+
+async def _person_keys(db: Database, conn: AsyncConnection) -> dict[int, AESGCM]:
+    if db.keyring is None:
+        return {}
+    rows = (await conn.execute(text("SELECT person_id, wrapped_key FROM person_key"))).all()
+    master = db.keyring.encryption.master_key
+    return {pid: cipher(unwrap(master, pid, bytes(wrapped))) for pid, wrapped in rows}
+
+
+def _decrypted(value: str, keys: dict[int, AESGCM]) -> str:
+    """The plaintext of a sealed value under any of `keys` (as it is when none opens it)."""
+    for pid, key in keys.items():
+        for kind in SEALED_KINDS:
+            try:
+                return open_sealed(key, value, kind=kind, person_id=pid)
+            except CryptoError:
+                continue
+    return value
 
 
 def _holds(value: object, *, low: str, raw: bytes) -> bool:
@@ -192,3 +256,22 @@ def _holds(value: object, *, low: str, raw: bytes) -> bool:
     if isinstance(value, bytes | memoryview):
         return raw in bytes(value)
     return False
+
+
+def stored_messages(data_dir: Path) -> list[tuple[str, str]]:
+    """(role, text) of every message in a data folder's SQLite database, in order,
+    decrypted with the folder's master key (what `tomo` stored, as a person sees it)."""
+
+    async def read() -> list[tuple[str, str]]:
+        master = load_master_key(None, data_dir=data_dir, create=False)
+        db = Database(
+            f"sqlite:///{data_dir / 'tomo.db'}",
+            encryption=None if master is None else Encryption(master_key=master),
+        )
+        try:
+            async with db.session() as s:
+                return [(m.role, m.text) for m in await load_messages(db, s, [])]
+        finally:
+            await db.aclose()
+
+    return asyncio.run(read())

@@ -5,6 +5,8 @@ links, the messages it came from (with their recall keys and the bot's replies),
 cached recall indexes of the scopes involved, the daily summaries and self-concepts of the
 chats involved, the voice, images and files of those messages, and the old profile
 versions of the people it was about, whose profiles are then written again without it.
+Forgetting everything about a person also destroys their encryption key (the store's
+crypto-shredding), so nothing of theirs can be read back from an older copy either.
 """
 
 from __future__ import annotations

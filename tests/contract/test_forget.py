@@ -19,7 +19,7 @@ from storage.longterm import SqlLongTermStore
 from storage.migrate import upgrade
 from storage.sql import SqlMemoryStore
 from tests.conftest import DM, GROUP
-from tests.memory_kit import World, find_everywhere, make_world
+from tests.memory_kit import World, find_everywhere, make_world, person_keys
 
 SECRET = "Zanzibar-7731"
 NICKNAME = "Quokka-Bean"
@@ -164,11 +164,12 @@ async def test_forget_all_leaves_no_trace_of_what_was_said_or_remembered(
     assert "/memory forget all confirm" in preview
     assert await w.longterm.count_memories_about(a.id) == 3
 
+    keys = await person_keys(store.db)  # her key is destroyed: the rows must be gone too
     done = await w.ask("/memory forget all confirm")
     assert done.startswith("Done: I forgot everything about you: 4 memories")
 
     for needle in (SECRET, NICKNAME, "locker", "green tea", "five euros", "cook tonight"):
-        assert await find_everywhere(store.db, needle) == set(), needle
+        assert await find_everywhere(store.db, needle, keys=keys) == set(), needle
     for recall in (w.recall, Recall(store=w.longterm, embedder=HashEmbedder())):
         found = await recalled_texts(recall, f"locker {SECRET} {NICKNAME} tea", scopes)
         assert SECRET not in found

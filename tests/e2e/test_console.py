@@ -6,12 +6,13 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.memory_kit import stored_messages
 
 EOF_MARK = "/quit\n"
 
@@ -32,8 +33,8 @@ def tomo(
 
 
 def stored(data_dir: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(data_dir / "tomo.db") as db:
-        return [tuple(r) for r in db.execute("SELECT role, text FROM message ORDER BY id")]
+    # read through the store: what was said is encrypted at rest
+    return stored_messages(data_dir)
 
 
 def test_chat_streams_answers_and_remembers_across_runs(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import select
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.memory_kit import stored_messages
 
 
 class Terminal:
@@ -83,6 +84,6 @@ def test_editing_history_ctrl_c_and_ctrl_d(tmp_path: Path) -> None:
     again.read_until("you>")
     again.type("/quit\r")
     assert again.close() == 0
-    with sqlite3.connect(tmp_path / "tomo.db") as db:
-        texts = [r[0] for r in db.execute("SELECT text FROM message WHERE role='user'")]
+    # read through the store: what was said is encrypted at rest
+    texts = [text for role, text in stored_messages(tmp_path) if role == "user"]
     assert texts == ["hello world", "hello world"]
