@@ -22,7 +22,11 @@ class MediaUnavailableError(Exception):
 def check_size(what: str, size_bytes: int | None, *, max_bytes: int) -> None:
     """Refuse a file of `size_bytes` (None: not known) over `max_bytes`."""
     if size_bytes is not None and size_bytes > max_bytes:
-        raise MediaUnavailableError(f"the {what} is larger than {max_bytes // 2**20} MB")
+        raise MediaUnavailableError(f"the {what} is larger than {_size(max_bytes)}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.3g} MB" if n >= 2**20 else f"{n / 2**10:.3g} KB"
 
 
 async def fetch_all(

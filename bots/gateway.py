@@ -28,6 +28,7 @@ from bots.app import (
     telegram_adapter,
 )
 from bots.health import serving, tasks_running
+from bots.metrics import PrometheusTelemetry
 from bots.runner import check_platforms_built, stop_on_signals
 from bots.scale import GATEWAY_GROUP, INBOUND_STREAM, Answer, Request, reply_stream, require_redis
 from bots.settings import Settings
@@ -197,7 +198,11 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) 
         checks = {"redis": lambda: bus.length(INBOUND_STREAM), "platforms": tasks_running(adapters)}
         http = settings.http
         try:
-            async with serving(http.listen, http.port, checks, draining=stop.is_set):
+            # The brain's metrics are the workers'; a gateway serves its process's.
+            metrics = PrometheusTelemetry()
+            async with serving(
+                http.listen, http.port, checks, draining=stop.is_set, metrics=metrics
+            ):
                 remote.start()
                 if settings.telegram.token is not None:
                     telegram = telegram_adapter(settings, brain=remote, blobs=blobs, edits=remote)

@@ -5,6 +5,7 @@
   platform adapters, by process kind), 503 with what failed otherwise, and 503
   "draining" once the process is stopping (it finishes the messages in hand but takes no
   new ones).
+- `GET /metrics`: Prometheus metrics (bots/metrics.py), when the process has them.
 
 Answers are JSON and name only the check and a short reason: no URLs, no secrets.
 """
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[object]]
 CHECK_TIMEOUT_S = 2.0
+
+
+class Metrics(Protocol):
+    """What /metrics serves (bots.metrics.PrometheusTelemetry is one)."""
+
+    content_type: str
+
+    def render(self) -> bytes: ...
 
 
 class HealthServer:
@@ -38,11 +47,13 @@ class HealthServer:
         checks: Mapping[str, Check],
         draining: Callable[[], bool] = lambda: False,
         timeout_s: float = CHECK_TIMEOUT_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.listen, self.port = listen, port
         self.checks = dict(checks)
         self.draining = draining
         self.timeout_s = timeout_s
+        self.metrics = metrics
         self._runner: web.AppRunner | None = None
 
     @property
@@ -56,6 +67,8 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self.metrics is not None:
+            app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -76,6 +89,12 @@ class HealthServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        assert self.metrics is not None
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = self.metrics.content_type
+        return response
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         if self.draining():
@@ -119,12 +138,15 @@ async def serving(
     checks: Mapping[str, Check],
     *,
     draining: Callable[[], bool] = lambda: False,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[HealthServer | None]:
     """A HealthServer for the block when `port` is set; nothing otherwise."""
     if port is None:
         yield None
         return
-    server = HealthServer(listen=listen, port=port, checks=checks, draining=draining)
+    server = HealthServer(
+        listen=listen, port=port, checks=checks, draining=draining, metrics=metrics
+    )
     await server.start()
     try:
         yield server

@@ -8,10 +8,33 @@ records logged on that very logger (not its children's), so every logger is name
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
 MASK = "<token>"
+
+# Shapes of secrets, masked wherever they turn up (bots/sentry.py scrubs events with
+# them): bot tokens of Telegram and Discord, API keys, bearer tokens, the password of a
+# URL (postgresql://user:PASSWORD@host, redis://:PASSWORD@host).
+SECRET_PATTERNS = (
+    re.compile(r"\b\d{5,16}:[A-Za-z0-9_-]{30,}"),  # Telegram: <bot id>:<35 characters>
+    re.compile(r"\b[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}"),  # Discord
+    re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),  # OpenAI-style API keys
+    re.compile(r"(?i)(?<=bearer )[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?<=://)[^/\s:@]*:[^/\s@]+(?=@)"),  # user:password in a URL
+)
+
+
+def scrub_secrets(text: str, known: Iterable[str] = ()) -> str:
+    """`text` with each of the `known` secrets (raw and percent-encoded) and anything
+    shaped like a secret (SECRET_PATTERNS) replaced by MASK."""
+    for secret in sorted({s for s in known if s}, key=len, reverse=True):
+        for form in dict.fromkeys((secret, quote(secret, safe=""), quote(secret))):
+            text = text.replace(form, MASK)
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(MASK, text)
+    return text
 
 
 class SecretFilter(logging.Filter):

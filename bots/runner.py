@@ -95,7 +95,9 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
         checks = {"database": app.store.db.ping, "platforms": tasks_running(adapters)}
         http = settings.http
         try:
-            async with serving(http.listen, http.port, checks, draining=stop.is_set):
+            async with serving(
+                http.listen, http.port, checks, draining=stop.is_set, metrics=app.telemetry
+            ):
                 if settings.telegram.token is not None:
                     telegram = build_telegram(app).run()
                     adapters.append(asyncio.create_task(telegram, name="telegram"))

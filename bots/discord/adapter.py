@@ -36,7 +36,7 @@ from discord.http import Route
 from bots.answering import Answering
 from bots.delivery import Delivery, apology, note
 from bots.discord.logs import mask_token
-from bots.discord.media import fetch
+from bots.discord.media import MAX_DOWNLOAD_BYTES, fetch
 from bots.discord.send import (
     TRANSIENT,
     DiscordSender,
@@ -131,6 +131,7 @@ class DiscordAdapter(Answering[Incoming]):
         guild_ready_timeout_s: float = 2.0,
         answer_within_s: float = 2.0,
         reidentify_delay_s: float = 5.0,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> None:
         token = settings.token.get_secret_value().strip() if settings.token else ""
         if not token:
@@ -144,6 +145,7 @@ class DiscordAdapter(Answering[Incoming]):
         self.retry = retry or RetryPolicy()
         self.typing_every_s = typing_every_s
         self.reidentify_delay_s = reidentify_delay_s
+        self.max_download_bytes = min(max_download_bytes, MAX_DOWNLOAD_BYTES)
         self._token = token
         self._masked = mask_token(token)
         self.client = _Client(
@@ -338,7 +340,8 @@ class DiscordAdapter(Answering[Incoming]):
             log.exception("could not apply the edit of Discord message %s", message.id)
 
     async def _fetch_media(self, incoming: Incoming) -> tuple[list[Segment], str | None]:
-        return await fetch_all(incoming.media, partial(fetch, blobs=self.blobs))
+        get = partial(fetch, blobs=self.blobs, max_bytes=self.max_download_bytes)
+        return await fetch_all(incoming.media, get)
 
     async def _think(self, inbound: Inbound) -> list[Reply]:
         try:

@@ -30,6 +30,7 @@ from discord import app_commands
 from bots.discord.send import RetryPolicy, with_retries
 from bots.discord.translate import FORGET_PREFIX, command_text, forget_target, person_of, pieces
 from brain.errors import TomoError
+from brain.limits import LIMIT_NOTES, PERSON_TOO_FAST
 from brain.messages import ChatRef, Document, Inbound, Reply, Text
 from brain.ports import BlobStore
 
@@ -210,6 +211,8 @@ class SlashCommands:
         if defer:
             await interaction.response.defer(ephemeral=True, thinking=True)
         replies = await self._in_time(interaction, inbound, update=False)
+        if not replies:  # a rate limit's silence; an interaction still needs an answer
+            replies = [Reply(chat=inbound.chat, segments=(Text(text=PERSON_TOO_FAST),))]
         await self._answer(interaction, replies)
 
     async def confirm_forget(self, interaction: Interaction, target: str) -> None:
@@ -228,6 +231,15 @@ class SlashCommands:
             sent_at=interaction.created_at,
         )
         replies = await self._in_time(interaction, inbound, update=True)
+        if all(r.text in LIMIT_NOTES for r in replies):
+            # refused by a rate limit (its note, or silence): nothing was forgotten, so
+            # the preview and its button stay; the note goes beside it
+            note = replies[0].text if replies else PERSON_TOO_FAST
+            if interaction.response.is_done():
+                await self._followup(interaction, note)
+            else:
+                await interaction.response.send_message(note, ephemeral=True)
+            return
         text = "\n\n".join(r.text for r in replies if r.text.strip()) or "Done."
         first, *rest = pieces(text) or ["Done."]
         if interaction.response.is_done():

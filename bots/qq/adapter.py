@@ -21,7 +21,7 @@ from bots.answering import Answering
 from bots.delivery import Delivery, apology, note
 from bots.downloads import fetch_all
 from bots.qq.logs import TokensMasked
-from bots.qq.media import fetch
+from bots.qq.media import MAX_DOWNLOAD_BYTES, fetch
 from bots.qq.onebot import JSON, ConnectPolicy, OneBotClient, OneBotError
 from bots.qq.send import QQSender, RetryPolicy
 from bots.qq.translate import Incoming, OwnMessages, read_event
@@ -55,6 +55,7 @@ class QQAdapter(Answering[Incoming]):
         blobs: BlobStore,
         retry: RetryPolicy | None = None,
         connect: ConnectPolicy | None = None,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> None:
         url = (settings.onebot_url or "").strip()
         if not url:
@@ -66,6 +67,7 @@ class QQAdapter(Answering[Incoming]):
         self.settings = settings
         self.brain = brain
         self.blobs = blobs
+        self.max_download_bytes = min(max_download_bytes, MAX_DOWNLOAD_BYTES)
         self.client = OneBotClient(
             url,
             token=token or None,
@@ -188,7 +190,13 @@ class QQAdapter(Answering[Incoming]):
         http = self._http
         if http is None:  # not running: nothing can be fetched
             return [], "the connection is closed" if incoming.media else None
-        get = partial(fetch, client=self.client, http=http, blobs=self.blobs)
+        get = partial(
+            fetch,
+            client=self.client,
+            http=http,
+            blobs=self.blobs,
+            max_bytes=self.max_download_bytes,
+        )
         return await fetch_all(incoming.media, get)
 
     async def _think(self, inbound: Inbound) -> list[Reply]:

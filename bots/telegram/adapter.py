@@ -37,7 +37,7 @@ from bots.delivery import Delivery, apology, note
 from bots.downloads import fetch_all
 from bots.settings import TelegramSettings
 from bots.telegram.logs import mask_token
-from bots.telegram.media import fetch
+from bots.telegram.media import MAX_DOWNLOAD_BYTES, fetch
 from bots.telegram.send import RetryPolicy, TelegramSender, chat_action, with_retries
 from bots.telegram.translate import (
     ALLOWED_UPDATES,
@@ -81,6 +81,7 @@ class TelegramAdapter(Answering[Incoming]):
         edits: EditSink | None = None,
         retry: RetryPolicy | None = None,
         chat_action_every_s: float = 4.0,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> None:
         token = settings.token.get_secret_value().strip() if settings.token else ""
         if not token:
@@ -91,6 +92,8 @@ class TelegramAdapter(Answering[Incoming]):
         self.edits = edits
         self.retry = retry or RetryPolicy()
         self.chat_action_every_s = chat_action_every_s
+        # files over this are not downloaded (Telegram hands bots at most 20 MB anyway)
+        self.max_download_bytes = min(max_download_bytes, MAX_DOWNLOAD_BYTES)
         self._redaction = mask_token(token)
         api = settings.api_base.rstrip("/")
         self._requests = (
@@ -321,7 +324,8 @@ class TelegramAdapter(Answering[Incoming]):
             await self._say(inbound, self._start_me_first())
 
     async def _fetch_media(self, incoming: Incoming) -> tuple[list[Segment], str | None]:
-        return await fetch_all(incoming.media, partial(fetch, self.bot, blobs=self.blobs))
+        get = partial(fetch, self.bot, blobs=self.blobs, max_bytes=self.max_download_bytes)
+        return await fetch_all(incoming.media, get)
 
     async def _think(self, inbound: Inbound) -> list[Reply]:
         try:

@@ -25,9 +25,10 @@ from bots.delivery import Delivery
 from bots.discord.adapter import BAD_TOKEN, NO_CONTENT_INTENT, DiscordAdapter
 from bots.discord.send import RetryPolicy
 from bots.runner import run_platforms
-from bots.settings import Settings
+from bots.settings import LimitSettings, Settings
 from brain.blobs import UnknownBlobError, blob_key
 from brain.errors import ConfigError
+from brain.limits import PERSON_TOO_FAST
 from brain.memory.types import NewMemory, scope_of
 from brain.messages import ChatRef, Image, PersonRef, Reply, Sticker, Text
 from brain.speech import codecs
@@ -58,6 +59,8 @@ def make_settings(
         embed={"backend": "hash"},
         stickers={"enabled": stickers},  # random sticker replies: only where a test wants them
         discord={"token": fake.token, "api_base": fake.api_base, **discord},
+        # these suites send many commands in a row; the limits have their own tests
+        limits={"enabled": False},
     )
 
 
@@ -470,6 +473,36 @@ async def test_every_memory_slash_command_answers_ephemerally(
     assert sticker.content
     _, (link,) = await slash(fake, world, "link", code="ABC 123")
     assert "Unknown command /link" in link.content
+
+
+async def test_slash_commands_over_the_rate_limit_say_so_and_forget_nothing(
+    tmp_path: Path, fake: FakeDiscord, world: World
+) -> None:
+    settings = make_settings(tmp_path, fake).model_copy(
+        update={"limits": LimitSettings(person_burst=3, person_per_minute=0.1)}
+    )
+    app = await app_with_speech(settings)
+    try:
+        async with running(app):
+            await say(fake, fake.message(world.dm, world.alice, "My sister May moved."))  # 1
+            mid = await seed_memory(app, world)
+            _, (preview,) = await slash(fake, world, "memory", "forget", id=mid)  # 2
+            _, (listed,) = await slash(fake, world, "memory", "list")  # 3: the last token
+            assert f"#{mid}" in listed.content
+            pressed = await fake.interact(fake.press(world.alice, preview, f"tomo:forget:{mid}"))
+            await fake.wait_for(lambda: len(fake.answers(pressed)) >= 1, what="the note")
+            [note] = fake.answers(pressed)
+            assert (note.content, note.ephemeral) == (PERSON_TOO_FAST, True)
+            assert preview.custom_ids == [f"tomo:forget:{mid}"]  # the button stays
+            memory = app.brain.memory
+            assert memory is not None
+            assert await memory.longterm.get_memory(mid) is not None  # nothing forgotten
+            # the brain is silent from here on, but an interaction needs an answer: the
+            # note again, never a "Done." for something not done
+            _, (again,) = await slash(fake, world, "memory", "list")
+            assert again.content == PERSON_TOO_FAST
+    finally:
+        await app.aclose()
 
 
 async def test_memory_asked_in_a_guild_message_is_answered_by_dm(

@@ -63,6 +63,8 @@ def make_settings(
         embed={"backend": "hash"},
         stickers={"enabled": stickers},  # random sticker replies: only where a test wants them
         qq={"onebot_url": fake.url, "access_token": fake.token, **qq},
+        # these suites send many commands in a row; the limits have their own tests
+        limits={"enabled": False},
     )
 
 

@@ -61,6 +61,8 @@ def make_settings(
         embed={"backend": "hash"},
         stickers={"enabled": stickers},  # random sticker replies: only where a test wants them
         telegram={"token": fake.token, "api_base": fake.base, "poll_timeout": 1, **telegram},
+        # these suites send many commands in a row; the limits have their own tests
+        limits={"enabled": False},
     )
 
 
@@ -228,6 +230,39 @@ async def test_photos_and_stickers_are_kept_as_segments(
     kept = next(s for s in stored[1].segments if isinstance(s, Sticker))
     assert kept.emotion == "😺"
     assert await app.blobs.get(kept.blob_key) == sticker
+
+
+async def test_a_file_over_the_attachment_limit_is_not_downloaded(
+    tmp_path: Path, fake: FakeTelegram
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        llm={"backend": "stub"},
+        embed={"backend": "hash"},
+        stickers={"enabled": False},
+        telegram={"token": fake.token, "api_base": fake.base, "poll_timeout": 1},
+        limits={"max_attachment_mb": 1 / 1024},  # 1 KB
+    )
+    app = await app_with_speech(settings)
+    adapter = build_telegram(app)  # wired from the settings, as `tomo run` does
+    task = asyncio.create_task(adapter.run())
+    try:
+        await fake.wait_for(lambda: any(c.method == "getUpdates" for c in fake.calls), what="poll")
+        alice, _, dm, _ = people(fake)
+        photo = fake.photo(jpeg_bytes(640, 480), width=640, height=480)
+        said = await say(fake, fake.message(dm, alice, "my cat", photo=photo), replies=2)
+        assert said == [
+            "I couldn't get that from Telegram: the image is larger than 1 KB.",
+            "You said: my cat",
+        ]
+        assert not any(c.method == "getFile" for c in fake.calls)  # never fetched
+        [stored] = [m for m in await app.store.recent_messages(ALICE_DM, limit=5) if m.author_id]
+        assert not any(isinstance(s, Image) for s in stored.segments)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await app.aclose()
 
 
 # voice ------------------------------------------------------------------------------------
