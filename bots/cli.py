@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import logging
 import os
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,6 +16,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import typer
 from pydantic import ValidationError
 
+from bots.federation.cli import federation_app
+from bots.logs import setup_logging
 from bots.persona_cli import persona_app
 from bots.settings import Settings, masked
 from brain.errors import ConfigError, TomoError
@@ -42,6 +42,7 @@ sticker_app = typer.Typer(
 )
 app.add_typer(sticker_app, name="sticker")
 app.add_typer(persona_app, name="persona")
+app.add_typer(federation_app, name="federation")
 
 
 def load_settings() -> Settings:
@@ -55,12 +56,12 @@ def load_settings() -> Settings:
         raise ConfigError(f"Bad configuration: {problems}") from None
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def start(settings: Settings) -> None:
+    """Logging (TOMO_LOG_*), and errors to Sentry when TOMO_SENTRY__DSN is set."""
+    from bots.sentry import start_sentry
+
+    setup_logging(settings.log_level, fmt=settings.log_format, content=settings.log_content)
+    start_sentry(settings)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -77,7 +78,7 @@ def chat(
     from bots.runner import run_console
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    start(settings)
     _run(run_console(settings, user_name=name or _login_name()))
 
 
@@ -87,7 +88,7 @@ def run() -> None:
     from bots.runner import run_console, run_platforms
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    start(settings)
     if settings.configured_platforms():
         _run(run_platforms(settings))
     else:
@@ -105,7 +106,7 @@ def worker(
     from bots.worker import run_worker
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    start(settings)
     _run(run_worker(settings, concurrency=concurrency))
 
 
@@ -116,7 +117,7 @@ def gateway() -> None:
     from bots.gateway import run_gateway
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    start(settings)
     _run(run_gateway(settings))
 
 
@@ -127,7 +128,7 @@ def migrate() -> None:
     from storage.db import safe_url
 
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fmt=settings.log_format, content=settings.log_content)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     revision = _run(do_migrate(settings))
     typer.echo(f"database {safe_url(settings.effective_database_url)} is at revision {revision}")
@@ -144,6 +145,19 @@ def config() -> None:
     model = build_model(settings)
     shown["answering"] = describe_models(model, build_model_router(settings, model))
     typer.echo(json.dumps(shown, indent=2))
+
+
+@app.command()
+def doctor() -> None:
+    """Check the configuration, model files, database, Redis, speech models, platform
+    credentials (their shape; no platform is contacted) and ports; print what is wrong
+    and how to fix it. Exit code 1 when anything is."""
+    from bots.doctor import diagnose, render
+
+    findings = diagnose()
+    render(findings)
+    if not all(f.ok for f in findings):
+        raise typer.Exit(1)
 
 
 @bench_app.command("pipeline")

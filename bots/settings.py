@@ -180,11 +180,71 @@ class ScaleSettings(_Section):
 
 
 class HTTPSettings(_Section):
-    # Health and readiness endpoints (/healthz, /readyz) of `tomo run`, `tomo gateway`
-    # and `tomo worker`, for orchestrators; off while the port is unset. In a container
-    # listen on 0.0.0.0.
+    # Health and readiness endpoints (/healthz, /readyz) and Prometheus metrics
+    # (/metrics) of `tomo run`, `tomo gateway` and `tomo worker`; off while the port is
+    # unset. In a container listen on 0.0.0.0.
     listen: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class LimitSettings(_Section):
+    # Token buckets on messages addressed to tomo (commands too): per person (on each
+    # platform account) and per chat, `burst` at once, refilled at `per_minute`. Over
+    # the limit: one friendly reply, then silence until the bucket refills; the messages
+    # are kept as overheard (stored, not answered). In Redis when TOMO_REDIS_URL is set
+    # (shared by every worker), in memory otherwise. The terminal chat has no limits.
+    enabled: bool = True
+    person_per_minute: float = Field(default=20.0, gt=0)
+    person_burst: int = Field(default=10, ge=1)
+    chat_per_minute: float = Field(default=60.0, gt=0)
+    chat_burst: int = Field(default=30, ge=1)
+    # A longer message (text and transcripts) is not stored; when addressed, tomo says why.
+    max_text_chars: int = Field(default=16_000, ge=100)
+    # Files of incoming messages larger than this are not downloaded (the person is told);
+    # the platforms' own caps still apply (Telegram bots get at most 20 MB).
+    max_attachment_mb: float = Field(default=20.0, gt=0)
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        return int(self.max_attachment_mb * 1024 * 1024)
+
+
+class SentrySettings(_Section):
+    # Errors to Sentry (or a self-hosted Sentry / GlitchTip); unset DSN: off. Events are
+    # stripped of message text, memories, prompts, local variables and secrets.
+    dsn: SecretStr | None = None
+    environment: str | None = None  # e.g. "production"
+    release: str | None = None  # unset: tomo@<version>
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class CryptoSettings(_Section):
+    # Encryption at rest: what people said, memories and profiles are encrypted with a
+    # key per person (AES-256-GCM), wrapped by the master key. `/memory forget all`
+    # destroys the person's key. Off: new rows are written in plaintext; encrypted ones
+    # are still read while the master key is there.
+    enabled: bool = True
+    # urlsafe base64 of 32 random bytes; unset: <data_dir>/master.key, made on first use.
+    # Give every worker the same one (set it, or share the data folder).
+    master_key: SecretStr | None = None
+    # Unwrapped person keys kept in memory: how long (a forget on another worker reaches
+    # this one at the latest after this) and how many.
+    key_cache_ttl_s: float = Field(default=60.0, gt=0)
+    key_cache_size: int = Field(default=10_000, ge=1)
+
+
+class FederationSettings(_Section):
+    # `tomo federation serve`: where it listens, and the largest adapter it takes (413).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    max_upload_mb: float = Field(default=64.0, gt=0)
+    # `tomo federation push|pull`: the server, and this client's token from its admin.
+    server_url: str | None = None
+    token: SecretStr | None = None
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
 
 
 class Settings(BaseSettings):
@@ -202,6 +262,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None  # unset: everything in one process
     persona: Path | None = None  # a persona card (YAML); unset: the bundled one
     log_level: str = "WARNING"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, with fields
+    # Let libraries that log message content at DEBUG (SQL parameters, platform payloads)
+    # do so; off: they are held at INFO whatever TOMO_LOG_LEVEL says.
+    log_content: bool = False
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
@@ -213,6 +277,10 @@ class Settings(BaseSettings):
     qq: QQSettings = Field(default_factory=QQSettings)
     scale: ScaleSettings = Field(default_factory=ScaleSettings)
     http: HTTPSettings = Field(default_factory=HTTPSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    sentry: SentrySettings = Field(default_factory=SentrySettings)
+    crypto: CryptoSettings = Field(default_factory=CryptoSettings)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -53,6 +53,9 @@ class WorkerConfig:
     lock_ttl_ms: int = 30_000  # a dead worker's chat lock lapses after this
     block_ms: int = 1_000  # how long one read waits (and how soon a stop is noticed)
     max_deliveries: int = 5  # a message that failed on storage this often is given up
+    # Consumer names (one per worker process) idle this long with nothing pending are
+    # forgotten when a worker starts: the group does not grow with every restart.
+    forget_consumers_after_ms: int = 3_600_000
 
 
 def stored_answer(store: MemoryStore) -> Replay:
@@ -101,6 +104,7 @@ class Worker:
         stopping = asyncio.ensure_future(stop.wait())
         next_claim = 0.0
         backoff = 0.05
+        await self._forget_dead_consumers()
         try:
             while not stop.is_set():
                 free = cfg.concurrency - len(in_hand)
@@ -144,6 +148,17 @@ class Worker:
             if in_hand:
                 log.info("%s: finishing %d messages in hand", self.consumer, len(in_hand))
                 await asyncio.gather(*in_hand, return_exceptions=True)
+
+    async def _forget_dead_consumers(self) -> None:
+        try:
+            gone = await self.bus.prune_consumers(
+                INBOUND_STREAM, group=WORKER_GROUP, idle_ms=self.config.forget_consumers_after_ms
+            )
+        except StorageError as exc:
+            log.warning("could not tidy the workers' group: %s", exc)
+            return
+        if gone:
+            log.info("forgot %d workers long gone: %s", len(gone), ", ".join(gone))
 
     async def process(self, delivery: Delivery) -> None:
         """Answer one entry and acknowledge it (left pending when storage failed, to be
@@ -263,7 +278,9 @@ async def run_worker(
         checks = {"redis": lambda: bus.length(INBOUND_STREAM), "database": app.store.db.ping}
         http = settings.http
         try:
-            async with serving(http.listen, http.port, checks, draining=stop.is_set):
+            async with serving(
+                http.listen, http.port, checks, draining=stop.is_set, metrics=app.telemetry
+            ):
                 await worker.run(stop)
         finally:
             idle.cancel()

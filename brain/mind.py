@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from brain.commands import (
     voice_command,
 )
 from brain.errors import InputError, ModelError, TomoError
+from brain.limits import Limits, Refusal
 from brain.memory.consolidate import Consolidator
 from brain.memory.recall import EntryId, Recall, Recalled
 from brain.memory.types import scope_of
@@ -36,12 +38,14 @@ from brain.ports import (
     NewMessage,
     Person,
     StoredMessage,
+    Telemetry,
     TokenSink,
 )
 from brain.prompt import MemoryContext, TimeFacts, build_turns
 from brain.speech.pcm import clock_text
 from brain.speech.service import Speech, VoiceStream, asks_for_voice
 from brain.stickers import Stickers, sticker_command
+from brain.telemetry import NoTelemetry, timed
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +158,8 @@ class Brain:
         blobs: BlobStore | None = None,
         stickers: Stickers | None = None,
         models: ModelChooser | None = None,
+        limits: Limits | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -165,6 +171,8 @@ class Brain:
         self.memory = memory
         self.speech = speech
         self.stickers = stickers
+        self.limits = limits  # rate and size limits (brain/limits.py); None: none
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
         # Voice notes and voice replies live in the blob store.
         self.blobs = blobs if blobs is not None else (memory.blobs if memory else None)
         # Per chat: the conversation start and what was recalled in it (not repeated).
@@ -175,13 +183,41 @@ class Brain:
 
         Events of one chat are handled one at a time. The same Inbound twice gives one
         reply: a message already answered is not answered again, while one stored but
-        never answered (a crash mid-reply) is answered on redelivery.
+        never answered (a crash mid-reply) is answered on redelivery. A message over a
+        rate or size limit (`limits`) gets one short note or nothing (brain/limits.py).
         """
         if inbound.is_blank:
             log.info("ignored blank message", extra={"chat": inbound.chat.key})
             return []
-        async with self.locks.hold(inbound.chat):
-            return await self._handle_locked(inbound, on_token=on_token)
+        platform = inbound.chat.platform
+        self.telemetry.message_in(platform=platform, addressed=inbound.to_bot)
+        started = time.perf_counter()
+        try:
+            refusal = await self.limits.screen(inbound) if self.limits is not None else None
+            if refusal is not None:
+                replies = await self._refuse(inbound, refusal)
+            else:
+                async with self.locks.hold(inbound.chat):
+                    replies = await self._handle_locked(inbound, on_token=on_token)
+        except Exception as exc:
+            self.telemetry.error(kind=type(exc).__name__)
+            raise
+        finally:
+            self.telemetry.stage("handle", time.perf_counter() - started)
+        self.telemetry.message_out(platform=platform, count=len(replies))
+        return replies
+
+    async def _refuse(self, inbound: Inbound, refusal: Refusal) -> list[Reply]:
+        """A message a limit refused: kept as overheard (stored, not answered) when the
+        refusal says so, and answered with its one note, if any."""
+        self.telemetry.limited(platform=inbound.chat.platform, reason=refusal.reason)
+        if refusal.keep:
+            overheard = inbound.model_copy(update={"to_bot": False})
+            async with self.locks.hold(inbound.chat):
+                await self._handle_locked(overheard, on_token=None)
+        if refusal.say is None:
+            return []
+        return [Reply(chat=inbound.chat, segments=(Text(text=refusal.say),), reply_to=inbound.id)]
 
     async def edit(self, inbound: Inbound) -> None:
         """A message edited on its platform (same id, new words): the stored message takes
@@ -247,9 +283,10 @@ class Brain:
         window = await self.store.recent_messages(
             inbound.chat, limit=self.config.window_messages, since=started
         )
-        context = await self._long_term_context(
-            inbound, person_id=person.id, scope=scope, started=started, window=window
-        )
+        with timed(self.telemetry, "recall"):
+            context = await self._long_term_context(
+                inbound, person_id=person.id, scope=scope, started=started, window=window
+            )
         turns = build_turns(
             persona=self.persona,
             chat=inbound.chat,
@@ -267,7 +304,10 @@ class Brain:
         voice = self._voice_stream(person, inbound, spoke=spoke)
         try:
             async with self.models.for_person(person.id) as model:
-                answer = await self._generate(turns, model=model, on_token=on_token, voice=voice)
+                with timed(self.telemetry, "generate"):
+                    answer = await self._generate(
+                        turns, model=model, on_token=on_token, voice=voice
+                    )
         except BaseException:
             if voice is not None:
                 await voice.cancel()
@@ -360,6 +400,7 @@ class Brain:
                 found.append(item)
                 exclude.add(item.entry_id)
         self._recalled[inbound.chat.key] = (started, already | {r.entry_id for r in found})
+        self.telemetry.recall_hits(len(found))
         memory_ids = [r.entry.id for r in found if r.entry.kind == "memory"]
         await lt.mark_recalled(memory_ids, at=self.clock.now())
         # A profile is built from everything known about the person, DMs included, so

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -216,6 +217,11 @@ class Bus(Protocol):
         """Entries the stream holds now (acked or not)."""
         ...
 
+    async def prune_consumers(self, stream: str, *, group: str, idle_ms: int) -> list[str]:
+        """Forget the consumers of `group` idle for `idle_ms` or longer with nothing
+        pending (the names of workers long gone); returns their names."""
+        ...
+
     def lock(
         self, key: str, *, ttl_ms: int = 30_000, wait_ms: int | None = None, renew: bool = True
     ) -> AbstractAsyncContextManager[None]:
@@ -231,6 +237,73 @@ class Bus(Protocol):
 @runtime_checkable
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rate:
+    """A token bucket: up to `burst` messages at once, refilled at `per_second`."""
+
+    burst: int
+    per_second: float
+
+    def __post_init__(self) -> None:
+        if self.burst < 1 or self.per_second <= 0:
+            raise ValueError("a rate needs a burst of at least 1 and a positive refill")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Admission:
+    """What a RateLimiter decided for one message."""
+
+    allowed: bool
+    # Refused, and the first refusal of a bucket since it last let a message through:
+    # say so once; later refusals in the same stretch stay silent.
+    warn: bool = False
+    limited_by: str | None = None  # the key of the (first) bucket that refused
+    retry_after_s: float = 0.0  # until that bucket holds a token again
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Token buckets by key (in process, or in Redis shared by every worker)."""
+
+    async def take(self, buckets: Mapping[str, Rate]) -> Admission:
+        """One token from each of `buckets` (key -> its rate), all or none, atomically.
+        A bucket never seen (or expired) starts full. Failures raise StorageError."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Telemetry(Protocol):
+    """Counters and timings for operators (bots/metrics.py: Prometheus). Labels stay
+    low-cardinality: a platform, a stage, a kind of error; never a chat or a person."""
+
+    def message_in(self, *, platform: str, addressed: bool) -> None: ...
+
+    def message_out(self, *, platform: str, count: int) -> None: ...
+
+    def stage(self, name: str, seconds: float) -> None:
+        """One pass through a pipeline stage ("handle", "recall", "generate") took this."""
+        ...
+
+    def recall_hits(self, count: int) -> None:
+        """Items recalled from long-term memory into one prompt."""
+        ...
+
+    def model_call(self, *, call: str, seconds: float, tokens: int) -> None:
+        """One model call ("complete", "json", "stream"); `tokens`: streamed pieces
+        (0 for calls that do not stream)."""
+        ...
+
+    def limited(self, *, platform: str, reason: str) -> None:
+        """A message refused by a limit ("person", "chat", "length")."""
+        ...
+
+    def error(self, *, kind: str) -> None:
+        """A message the brain failed on, by exception type."""
+        ...
 
 
 @runtime_checkable

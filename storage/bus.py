@@ -93,6 +93,7 @@ class _Pending:
 class _Group:
     last_seq: int = 0  # the newest entry handed to any consumer of the group
     pending: dict[int, _Pending] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)  # consumer: loop time last seen
 
 
 @dataclass
@@ -159,6 +160,7 @@ class InProcessBus:
         s = self._stream(stream)
         g = s.groups.setdefault(group, _Group())
         loop = asyncio.get_running_loop()
+        g.seen[consumer] = loop.time()
         deadline = loop.time() + max(block_ms, 0) / 1000
         while True:
             start = max(g.last_seq + 1, s.first_seq)
@@ -207,6 +209,7 @@ class InProcessBus:
         s = self._stream(stream)
         g = s.groups.setdefault(group, _Group())
         now = asyncio.get_running_loop().time()
+        g.seen[consumer] = now
         out: list[Delivery] = []
         for seq in sorted(g.pending):
             if len(out) >= count:
@@ -228,6 +231,21 @@ class InProcessBus:
 
     async def length(self, stream: str) -> int:
         return len(self._stream(stream).entries)
+
+    async def prune_consumers(self, stream: str, *, group: str, idle_ms: int) -> list[str]:
+        g = self._stream(stream).groups.get(group)
+        if g is None:
+            return []
+        now = asyncio.get_running_loop().time()
+        busy = {p.consumer for p in g.pending.values()}
+        pruned = [
+            name
+            for name, seen in g.seen.items()
+            if name not in busy and (now - seen) * 1000 >= idle_ms
+        ]
+        for name in pruned:
+            del g.seen[name]
+        return sorted(pruned)
 
     @asynccontextmanager
     async def lock(

@@ -213,6 +213,24 @@ class RedisBus:
             out.append(_delivery(stream, entry_id, fields, deliveries=times))
         return out
 
+    async def prune_consumers(self, stream: str, *, group: str, idle_ms: int) -> list[str]:
+        key = self._key(stream)
+        pruned: list[str] = []
+        with self._errors(f"pruning the consumers of {stream}"):
+            try:
+                consumers = await self._redis.xinfo_consumers(key, group)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                    return []
+                raise
+            for consumer in consumers:
+                name = consumer["name"]
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                if int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
+                    await self._redis.xgroup_delconsumer(key, group, name)
+                    pruned.append(name)
+        return pruned
+
     async def length(self, stream: str) -> int:
         with self._errors(f"measuring {stream}"):
             return int(await self._redis.xlen(self._key(stream)))

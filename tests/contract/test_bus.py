@@ -136,6 +136,30 @@ async def test_ack_removes_an_entry_from_pending(bus: Bus) -> None:
     assert await bus.claim_stale("in", group="workers", consumer="w3", min_idle_ms=IDLE_MS) == []
 
 
+async def test_idle_consumers_with_nothing_pending_are_pruned(bus: Bus) -> None:
+    """Each worker process is a new consumer name: the dead ones are forgotten, never one
+    that still holds an entry (its entry would be lost from the pending list)."""
+
+    async def take_and_finish(consumer: str) -> None:
+        await bus.publish("s", consumer.encode())
+        [entry] = await bus.consume("s", group="g", consumer=consumer, count=1)
+        await bus.ack("s", entry.entry_id, group="g")
+
+    await take_and_finish("finished")
+    await bus.publish("s", b"held")
+    [held] = await bus.consume("s", group="g", consumer="holding", count=1)
+    await take_and_finish("alive")
+    assert await bus.prune_consumers("s", group="g", idle_ms=60_000) == []  # all recent
+    await asyncio.sleep(0.25)
+    await take_and_finish("alive")  # seen just now
+    assert await bus.prune_consumers("s", group="g", idle_ms=200) == ["finished"]
+    assert await bus.prune_consumers("s", group="g", idle_ms=200) == []
+    # the holder's entry is still pending and can be taken over
+    [taken] = await bus.claim_stale("s", group="g", consumer="heir", min_idle_ms=0)
+    assert taken.entry_id == held.entry_id
+    assert await bus.prune_consumers("nothing", group="g", idle_ms=0) == []
+
+
 async def test_claim_respects_count(bus: Bus) -> None:
     for i in range(5):
         await bus.publish("in", bytes([i]))

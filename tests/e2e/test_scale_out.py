@@ -27,6 +27,7 @@ from brain.messages import ChatRef, Inbound, PersonRef, Reply
 from brain.mind import Brain
 from brain.persona.card import PersonaCard
 from brain.ports import Bus
+from storage.crypto import Encryption, load_master_key
 from storage.migrate import upgrade
 from storage.redis_bus import RedisBus
 from storage.sql import SqlMemoryStore
@@ -318,7 +319,10 @@ async def test_a_worker_killed_mid_message_loses_nothing(
     tmp_path: Path, redis_url: str, pg_url: str
 ) -> None:
     await asyncio.to_thread(upgrade, pg_url)
-    store = SqlMemoryStore(pg_url)
+    # the workers' master key (made here first, in their data folder): they encrypt
+    master = load_master_key(None, data_dir=tmp_path / "data")
+    assert master is not None
+    store = SqlMemoryStore(pg_url, encryption=Encryption(master_key=master))
     bus = RedisBus(redis_url)
     remote = RemoteBrain(bus, gateway_id="gw1", timeout_s=60)
     late = Late()
@@ -478,3 +482,26 @@ async def test_the_workers_bench_prints_throughput_and_latency(
     out = capsys.readouterr().out
     assert "workers 1:" in out
     assert "messages/s" in out
+
+
+async def test_a_starting_worker_forgets_the_names_of_workers_long_gone(
+    bus: Bus, sqlite_store: SqlMemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await bus.publish(INBOUND_STREAM, b"not a request")  # acked and dropped as poison
+    [entry] = await bus.consume(INBOUND_STREAM, group=WORKER_GROUP, consumer="old-1", count=1)
+    await bus.ack(INBOUND_STREAM, entry.entry_id, group=WORKER_GROUP)
+    await asyncio.sleep(0.3)
+    config = WorkerConfig(
+        concurrency=1,
+        claim_idle_ms=200,
+        lock_ttl_ms=2_000,
+        block_ms=50,
+        forget_consumers_after_ms=200,
+    )
+    worker = Worker(bus, make_brain(sqlite_store), consumer="new-1", config=config)
+    caplog.set_level(logging.INFO, logger="bots.worker")
+    _, finish = await running(worker, asyncio.Event())
+    await asyncio.sleep(0.2)
+    await finish()
+    assert "forgot 1 workers long gone: old-1" in caplog.text
+    assert await bus.prune_consumers(INBOUND_STREAM, group=WORKER_GROUP, idle_ms=10**9) == []
