@@ -41,6 +41,12 @@ def _worker_env(redis_url: str, database_url: str, data_dir: Path) -> dict[str, 
         TOMO_TTS__BACKEND="off",
         TOMO_STICKERS__ENABLED="false",
         TOMO_LOG_LEVEL="ERROR",
+        # Telegram chats, as in production: the rate limiter runs (one Redis call a
+        # message) with limits no sender here reaches; encryption at rest is on.
+        TOMO_LIMITS__PERSON_PER_MINUTE="1000000",
+        TOMO_LIMITS__PERSON_BURST="1000000",
+        TOMO_LIMITS__CHAT_PER_MINUTE="1000000",
+        TOMO_LIMITS__CHAT_BURST="1000000",
     )
     return env
 
@@ -48,8 +54,8 @@ def _worker_env(redis_url: str, database_url: str, data_dir: Path) -> dict[str, 
 def _inbound(run: str, chat: int, n: int) -> Inbound:
     return Inbound(
         id=f"{run}-{chat}-{n}",
-        chat=ChatRef(platform="console", chat_id=f"{run}-c{chat}", kind="dm"),
-        author=PersonRef(platform="console", user_id=f"{run}-u{chat}", display_name=f"P{chat}"),
+        chat=ChatRef(platform="telegram", chat_id=f"{run}-c{chat}", kind="dm"),
+        author=PersonRef(platform="telegram", user_id=f"{run}-u{chat}", display_name=f"P{chat}"),
         segments=(Text(text=f"message {n}: how was your day?"),),
         to_bot=True,
         sent_at=datetime.now(UTC),
