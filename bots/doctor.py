@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from bots.redact import scrub_secrets
 from bots.settings import Settings
-from brain.errors import TomoError
+from brain.errors import ConfigError, TomoError
 
 T = TypeVar("T")
 
@@ -79,6 +79,7 @@ def diagnose() -> list[Finding]:
         check_ports,
         check_sentry,
         check_limits,
+        check_encryption,
     ]
     for check in checks:
         try:
@@ -520,6 +521,26 @@ def check_limits(settings: Settings) -> list[Finding]:
             f"{cfg.chat_burst} at once, {cfg.chat_per_minute:g}/min ({where})",
         )
     ]
+
+
+def check_encryption(settings: Settings) -> list[Finding]:
+    from storage.crypto import MASTER_KEY_FILE, load_master_key
+
+    cfg = settings.crypto
+    configured = cfg.master_key.get_secret_value() if cfg.master_key is not None else None
+    try:
+        key = load_master_key(configured, data_dir=settings.data_dir, create=False)
+    except ConfigError as exc:  # malformed or unreadable; the message holds no key
+        return [problem("encryption", str(exc))]
+    state = "on" if cfg.enabled else "off for new rows (TOMO_CRYPTO__ENABLED=false)"
+    path = settings.data_dir / MASTER_KEY_FILE
+    if key is None:
+        where = f"{path} is made at the first start; keep it out of data-folder backups"
+    elif configured is not None:
+        where = "master key from TOMO_CRYPTO__MASTER_KEY"
+    else:
+        where = f"master key {path} (keep it out of data-folder backups)"
+    return [ok("encryption", f"{state}; {where}")]
 
 
 def render(findings: list[Finding]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -96,3 +97,22 @@ def test_a_configuration_that_does_not_load_is_reported_clearly(tmp_path: Path) 
     line = row(out, "configuration")
     assert "TOMO_LLM__N_CTX: Input should be greater than or equal to 256" in line
     assert "TOMO_LIMITS__PERSON_BURST" in line
+
+
+def test_the_master_key_is_checked_and_never_shown(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    upgrade(f"sqlite:///{data / 'tomo.db'}")
+    code, out = doctor(tmp_path, data_dir=str(data), llm__backend="stub")
+    assert code == 0, out
+    assert "master.key is made at the first start" in row(out, "encryption")
+    code, out = doctor(
+        tmp_path, data_dir=str(data), llm__backend="stub", crypto__master_key="short-key-secret-11"
+    )
+    assert code == 1
+    assert "TOMO_CRYPTO__MASTER_KEY is malformed" in row(out, "encryption")
+    assert "short-key-secret-11" not in out
+    good = base64.urlsafe_b64encode(bytes(range(32))).decode()
+    code, out = doctor(tmp_path, data_dir=str(data), llm__backend="stub", crypto__master_key=good)
+    assert code == 0, out
+    assert "master key from TOMO_CRYPTO__MASTER_KEY" in row(out, "encryption")
+    assert good not in out
