@@ -10,21 +10,12 @@ expires (PEXPIRE) once it would be full again, so idle people and chats cost not
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping
-from contextlib import suppress
-from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brain.errors import ConfigError, StorageError
 from brain.ports import Admission, Rate
+from storage.redis_client import RedisClient
 
 # KEYS: the buckets; ARGV[1]: now in seconds ('' = Redis's clock), then burst and
 # per-second refill of each bucket. Returns {allowed, warn, index of the first empty
@@ -75,24 +66,6 @@ if empty == 0 then allowed = 1 end
 return {allowed, warn, first, string.format('%.17g', wait)}
 """
 
-_KEEPALIVE = {
-    opt: value
-    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-    if (opt := getattr(socket, name, None)) is not None
-}
-
-
-def _where(url: str) -> tuple[str, list[str]]:
-    """`scheme://host:port/db` for messages, and the password forms to scrub."""
-    parts = urlsplit(url)
-    secrets = [parts.password, unquote(parts.password)] if parts.password else []
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    where = f"{parts.scheme}://{parts.hostname or ''}{f':{port}' if port else ''}{parts.path}"
-    return where, sorted(set(secrets), key=len, reverse=True)
-
 
 class RedisRateLimiter:
     """Token buckets in Redis (`url`: redis:// or rediss://), keys under `prefix`."""
@@ -105,33 +78,15 @@ class RedisRateLimiter:
         clock: Callable[[], float] | None = None,
         retries: int = 2,
     ) -> None:
-        raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-        self._where, self._secrets = _where(raw)
         self._prefix = prefix
         self._clock = clock
-        try:
-            self._redis: Redis = Redis.from_url(
-                raw,
-                decode_responses=False,
-                retry=Retry(EqualJitterBackoff(cap=0.5, base=0.02), retries),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
-                socket_connect_timeout=2.0,
-                socket_keepalive=True,
-                socket_keepalive_options=_KEEPALIVE,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"TOMO_REDIS_URL is not a usable Redis URL ({self._scrub(str(exc))})."
-            ) from None
-        self._take = self._redis.register_script(TAKE)
+        self._client = RedisClient(
+            url, retries=retries, backoff_cap_s=0.5, backoff_base_s=0.02, connect_timeout_s=2.0
+        )
+        self._take = self._client.redis.register_script(TAKE)
 
     def __repr__(self) -> str:
-        return f"RedisRateLimiter({self._where})"
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return f"RedisRateLimiter({self._client.where})"
 
     async def take(self, buckets: Mapping[str, Rate]) -> Admission:
         if not buckets:
@@ -140,15 +95,10 @@ class RedisRateLimiter:
         args: list[str] = [repr(self._clock()) if self._clock is not None else ""]
         for key in keys:
             args += [str(buckets[key].burst), repr(buckets[key].per_second)]
-        try:
+        with self._client.errors("taking a rate token"):
             allowed, warn, first, wait = await self._take(
                 keys=[self._prefix + key for key in keys], args=args
             )
-        except RedisError as exc:
-            detail = self._scrub(str(exc)) or type(exc).__name__
-            raise StorageError(
-                f"Redis at {self._where} failed taking a rate token: {detail}"
-            ) from None
         if int(allowed):
             return Admission(allowed=True)
         return Admission(
@@ -159,5 +109,4 @@ class RedisRateLimiter:
         )
 
     async def aclose(self) -> None:
-        with suppress(RedisError):
-            await self._redis.aclose()
+        await self._client.aclose()

@@ -17,51 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockNotOwnedError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from brain.errors import ConfigError, StorageError
 from brain.ports import Delivery
 from storage.bus import DEFAULT_MAXLEN
+from storage.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 
 _FIELD = b"p"
 MAX_BLOCK_MS = 10_000  # a longer wait is cut to this, so a call never blocks for long
-# No socket timeout: with one, redis-py sends every command through asyncio.wait_for,
-# which on Python 3.11 can swallow a task's cancellation (CPython gh-86296), and a
-# worker could then never be stopped. TCP keepalive finds a dead peer instead.
-_KEEPALIVE = {
-    opt: value
-    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-    if (opt := getattr(socket, name, None)) is not None
-}
-
-
-def _redacted(url: str) -> tuple[str, list[str]]:
-    """`scheme://host:port/db` for messages, and the password (as written in the URL and
-    decoded) to scrub from any text."""
-    parts = urlsplit(url)
-    secrets = [parts.password, unquote(parts.password)] if parts.password else []
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    host = parts.hostname or ""
-    where = f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
-    return where, sorted(set(secrets), key=len, reverse=True)
 
 
 class RedisBus:
@@ -76,47 +47,26 @@ class RedisBus:
         lock_poll_ms: int = 5,
         retries: int = 5,
     ) -> None:
-        raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-        self._where, self._secrets = _redacted(raw)
         if maxlen < 1:
             raise ValueError("maxlen must be at least 1")
         self._maxlen = maxlen
         self._prefix = prefix
         self._lock_poll_s = lock_poll_ms / 1000
         self._groups: set[tuple[str, str]] = set()
-        retry = Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries)
-        try:
-            self._redis: Redis = Redis.from_url(
-                raw,
-                decode_responses=False,
-                retry=retry,
-                retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
-                socket_connect_timeout=5.0,
-                socket_timeout=None,  # redis-py's default is 5 s; see _KEEPALIVE
-                socket_keepalive=True,
-                socket_keepalive_options=_KEEPALIVE,
-                health_check_interval=30,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"TOMO_REDIS_URL is not a usable Redis URL ({self._scrub(str(exc))})."
-            ) from None
+        self._client = RedisClient(
+            url,
+            retries=retries,
+            backoff_cap_s=1.0,
+            backoff_base_s=0.05,
+            connect_timeout_s=5.0,
+            health_check_interval_s=30,
+        )
+        self._redis = self._client.redis
+        self._scrub = self._client.scrub
+        self._errors = self._client.errors
 
     def __repr__(self) -> str:
-        return f"RedisBus({self._where})"
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except RedisError as exc:
-            detail = self._scrub(str(exc)) or type(exc).__name__
-            raise StorageError(f"Redis at {self._where} failed {doing}: {detail}") from None
+        return f"RedisBus({self._client.where})"
 
     def _key(self, stream: str) -> str:
         return self._prefix + stream
@@ -281,8 +231,7 @@ class RedisBus:
                 log.warning("could not renew the lock %r: %s", key, self._scrub(str(exc)))
 
     async def aclose(self) -> None:
-        with suppress(RedisError):
-            await self._redis.aclose()
+        await self._client.aclose()
 
 
 def _stream_items(reply: Any) -> list[tuple[Any, list[Any]]]:
