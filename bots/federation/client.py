@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bots.retry import Retry, Verdict, with_backoff
 from brain.errors import TomoError
 from brain.persona.federation import epsilon, privatize
 from brain.persona.peft_files import (
@@ -28,12 +29,34 @@ from brain.persona.peft_files import (
     write_safetensors,
 )
 
+log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 INFO_NAME = "federation.json"  # beside a pulled adapter: round, base fingerprint, method
 
 
 class ClientError(TomoError):
     """The federation server refused a request, or could not be reached."""
+
+
+class _Busy(Exception):
+    """An answer worth another try (429, 5xx)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass(frozen=True)
+class _Policy:
+    attempts: int
+    first_delay_s: float
+    max_delay_s: float
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, _Busy):
+        return f"HTTP {exc.response.status_code}: {_detail(exc.response)}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -96,31 +119,36 @@ class FederationHttp:
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
 
-    def _wait(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            after = response.headers.get("retry-after", "")
-            if after.isdigit():
-                return min(float(after), self.max_backoff_s)
-        delay = min(self.backoff_s * float(2**attempt), self.max_backoff_s)
-        return delay * (0.5 + random.random() / 2)
-
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        last = ""
-        for attempt in range(self.tries):
-            response: httpx.Response | None = None
-            try:
-                response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if response.status_code not in RETRY_STATUS:
-                    return self._check(response, kwargs.get("content"))
-                last = f"HTTP {response.status_code}: {_detail(response)}"
-            if attempt + 1 < self.tries:
-                await asyncio.sleep(self._wait(attempt, response))
-        raise ClientError(
-            f"The federation server {self.server} did not answer after {self.tries} tries ({last})."
-        )
+        async def once() -> httpx.Response:
+            response = await self._http.request(method, path, **kwargs)
+            if response.status_code in RETRY_STATUS:
+                raise _Busy(response)
+            return response
+
+        policy = _Policy(self.tries, self.backoff_s, self.max_backoff_s)
+        try:
+            response = await with_backoff(
+                once,
+                policy=policy,
+                what=f"{method} {path}",
+                judge=self._judge,
+                log=log,
+                describe=_why,
+                label="federation: ",
+            )
+        except (httpx.TransportError, _Busy) as exc:
+            raise ClientError(
+                f"The federation server {self.server} did not answer after {self.tries} "
+                f"tries ({_why(exc)})."
+            ) from None
+        return self._check(response, kwargs.get("content"))
+
+    def _judge(self, exc: Exception) -> Verdict:
+        if isinstance(exc, _Busy):
+            after = exc.response.headers.get("retry-after", "")
+            return min(float(after), self.max_backoff_s) if after.isdigit() else Retry.BACKOFF
+        return Retry.BACKOFF if isinstance(exc, httpx.TransportError) else Retry.NO
 
     def _check(self, response: httpx.Response, body: Any) -> httpx.Response:
         code = response.status_code
