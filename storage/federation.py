@@ -224,15 +224,9 @@ class FederationStore:
                     .limit(1)
                 )
             ).first()
-            if first is not None:
-                return RoundTerms(first.base_fingerprint, first.rank, first.layout)
-            last = (
-                await s.exec(
-                    select(FederationAggregateRow)
-                    .order_by(col(FederationAggregateRow.round).desc())
-                    .limit(1)
-                )
-            ).first()
+        if first is not None:
+            return RoundTerms(first.base_fingerprint, first.rank, first.layout)
+        last = await self.latest_aggregate()  # no upload yet: the last round's terms
         if last is not None:
             return RoundTerms(last.base_fingerprint, last.rank, last.layout)
         return None

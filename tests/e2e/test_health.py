@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from brain.messages import ChatRef
 from storage.migrate import upgrade
 from storage.redis_bus import RedisBus
 from tests.conftest import RedisServer, inbound
-from tests.e2e.test_scale_out import REPO, wait_until, worker_env
+from tests.e2e.test_scale_out import REPO, start_worker, wait_until, worker_env
 from tests.fakes.telegram_api import FakeTelegram
 
 
@@ -106,17 +105,7 @@ async def test_a_worker_is_ready_with_redis_unready_without_and_drains_on_sigter
     port = free_port()
     env = worker_env(tmp_path, redis_url=redis.url, pg_url=pg_url, delay_s=1.5)
     env["TOMO_HTTP__PORT"] = str(port)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots",
-        "worker",
-        env=env,
-        cwd=REPO,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_worker(env, REPO)
     bus = RedisBus(redis.url)
     remote = RemoteBrain(bus, gateway_id="gw-health", timeout_s=30)
 
