@@ -186,14 +186,16 @@ class SqlMemoryStore:
         # the unique key (chat, role, platform message id) rather than by a read first.
         chat_id = await self.db.known_chat_id(message.chat, create=True)
         assert chat_id is not None
-        owner = message.author.id if message.author else None
+        author_id = message.author.id if message.author else None
+        author_name = message.author.display_name if message.author else ""
+        owner = author_id  # whose key seals it: the author, or the person a reply answers
         if owner is None and message.answers_id is not None:
             owner = (await self.db.message_owners([message.answers_id])).get(message.answers_id)
         segments_json = SEGMENTS.dump_json(message.segments).decode()
         values = {
             "chat_id": chat_id,
-            "author_id": message.author.id if message.author else None,
-            "author_name": message.author.display_name if message.author else "",
+            "author_id": author_id,
+            "author_name": author_name,
             "role": message.role,
             "platform_message_id": message.platform_message_id,
             "text": await self.db.seal(message.text, kind="message.text", owner=owner),
@@ -215,8 +217,8 @@ class SqlMemoryStore:
                 StoredMessage(
                     id=new_id,
                     chat=message.chat,
-                    author_id=values["author_id"],
-                    author_name=message.author.display_name if message.author else "",
+                    author_id=author_id,
+                    author_name=author_name,
                     role="assistant" if message.role == "assistant" else "user",
                     platform_message_id=message.platform_message_id,
                     text=message.text,
