@@ -4,7 +4,7 @@ Fills a database with N L1 memories spread over scopes of 1k-10k each (random un
 vectors, sentences from a small vocabulary), then asks random scopes: the first query
 of a scope loads its index from the database (cold), later ones hit the cached index
 (warm). The query vector is precomputed so the figures are the store and the index,
-not the embedding model (add about 25-45 ms per query for e5 on this machine).
+not the embedding model (add about 16 ms per query for e5 on this machine).
 """
 
 from __future__ import annotations

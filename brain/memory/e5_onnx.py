@@ -365,7 +365,7 @@ class E5Onnx:
         return dequantize_q4(rows.reshape(-1), len(flat), self.dims).reshape(*ids.shape, self.dims)
 
 
-def _batches(order: list[int], lengths: list[int], max_tokens: int = 8192) -> list[list[int]]:
+def _batches(order: list[int], lengths: list[int], max_tokens: int = 4096) -> list[list[int]]:
     """Consecutive runs of `order` (sorted by length) whose padded size stays bounded."""
     out: list[list[int]] = []
     current: list[int] = []
