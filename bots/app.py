@@ -296,6 +296,12 @@ class App:
     models: ModelRouter  # the model for each person's reply (per-person adapters)
     telemetry: PrometheusTelemetry  # served at /metrics
     limiter: RateLimiter | None = None
+    embedder: Embedder | None = None
+
+    async def warm(self) -> None:
+        """Load the model and the embedder now rather than on the first message."""
+        loaders = [getattr(part, "aload", None) for part in (self.model, self.embedder)]
+        await asyncio.gather(*(load() for load in loaders if load is not None))
 
     def model_lines(self) -> list[str]:
         """Which model and adapters answer (for startup output and `tomo config`)."""
@@ -373,6 +379,7 @@ async def build_app(
         models=router,
         telemetry=telemetry,
         limiter=limiter,
+        embedder=embedder,
     )
 
 

@@ -25,9 +25,8 @@ async def run_console(settings: Settings, *, user_name: str) -> None:
     """The terminal chat on this data dir (one tomo per data dir)."""
     with hold_data_dir(settings.data_dir):
         app = await build_app(settings)
-        loader = getattr(app.model, "aload", None)
-        # Load the model while the person types their first line.
-        warm = asyncio.ensure_future(loader()) if loader is not None else None
+        # Load the model and the embedder while the person types their first line.
+        warm = asyncio.ensure_future(app.warm())
         chat = ConsoleChat(
             app.brain,
             clock=SystemClock(),
@@ -47,11 +46,10 @@ async def run_console(settings: Settings, *, user_name: str) -> None:
                 await chat.run_lines(stdin_lines())
         finally:
             idle.cancel()
-            if warm is not None:
-                if not warm.done():
-                    warm.cancel()
-                else:
-                    warm.exception()  # a load error already reached the person via send
+            if not warm.done():
+                warm.cancel()
+            else:
+                warm.exception()  # a load error already reached the person via send
             await app.aclose()
 
 
@@ -87,8 +85,7 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
         app = await build_app(settings)
         for line in app.model_lines():
             log.info("answering with %s", line)
-        loader = getattr(app.model, "aload", None)
-        warm = asyncio.ensure_future(loader()) if loader is not None else None
+        warm = asyncio.ensure_future(app.warm())
         adapters: list[asyncio.Task[None]] = []
         idle = asyncio.ensure_future(consolidate_when_idle(app.consolidator))
         stopping = asyncio.ensure_future(stop.wait())
@@ -115,12 +112,11 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
             for future in background:
                 future.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            if warm is not None:
-                if not warm.done():
-                    warm.cancel()
-                    await asyncio.gather(warm, return_exceptions=True)
-                else:
-                    warm.exception()  # a model that failed to load shows in replies
+            if not warm.done():
+                warm.cancel()
+                await asyncio.gather(warm, return_exceptions=True)
+            else:
+                warm.exception()  # a model that failed to load shows in replies
             await app.aclose()
 
 

