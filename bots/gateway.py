@@ -27,7 +27,7 @@ from bots.app import (
     qq_adapter,
     telegram_adapter,
 )
-from bots.health import serving, tasks_running
+from bots.health import Platform, platforms_ready, serving
 from bots.metrics import PrometheusTelemetry
 from bots.runner import check_platforms_built, stop_on_signals
 from bots.scale import GATEWAY_GROUP, INBOUND_STREAM, Answer, Request, reply_stream, require_redis
@@ -193,9 +193,12 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) 
             claim_idle_ms=scale.claim_idle_ms,
         )
         log.info("gateway %s: replies on %s", scale.gateway_id, remote.stream)
-        adapters: list[asyncio.Task[None]] = []
+        running: dict[str, tuple[asyncio.Task[None], Platform]] = {}
         stopping = asyncio.ensure_future(stop.wait())
-        checks = {"redis": lambda: bus.length(INBOUND_STREAM), "platforms": tasks_running(adapters)}
+        checks = {
+            "redis": lambda: bus.length(INBOUND_STREAM),
+            "platforms": platforms_ready(running),
+        }
         http = settings.http
         try:
             # The brain's metrics are the workers'; a gateway serves its process's.
@@ -207,21 +210,31 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event | None = None) 
                 if settings.telegram.token is not None:
                     telegram = telegram_adapter(settings, brain=remote, blobs=blobs, edits=remote)
                     remote.send_late_with("telegram", telegram.deliver)
-                    adapters.append(asyncio.create_task(telegram.run(), name="telegram"))
+                    running["telegram"] = (
+                        asyncio.create_task(telegram.run(), name="telegram"),
+                        telegram,
+                    )
                 if settings.qq.onebot_url:
                     qq = qq_adapter(settings, brain=remote, blobs=blobs)
                     remote.send_late_with("qq", qq.deliver)
-                    adapters.append(asyncio.create_task(qq.run(), name="qq"))
+                    running["qq"] = (asyncio.create_task(qq.run(), name="qq"), qq)
                 if settings.discord.token is not None:
                     discord = discord_adapter(settings, brain=remote, blobs=blobs, edits=remote)
                     remote.send_late_with("discord", discord.deliver)
-                    adapters.append(asyncio.create_task(discord.run(), name="discord"))
+                    running["discord"] = (
+                        asyncio.create_task(discord.run(), name="discord"),
+                        discord,
+                    )
+                adapters = [task for task, _ in running.values()]
                 await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
                 for task in adapters:
                     if task.done():
                         task.result()  # an adapter that gave up: its error (e.g. a bad token)
         finally:
-            background: list[asyncio.Future[Any]] = [*adapters, stopping]
+            background: list[asyncio.Future[Any]] = [
+                *(task for task, _ in running.values()),
+                stopping,
+            ]
             for future in background:
                 future.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -154,16 +154,29 @@ async def serving(
         await server.aclose()
 
 
-def tasks_running(tasks: list[asyncio.Task[Any]]) -> Check:
-    """A check that fails once any of `tasks` (the platform adapters) has ended."""
+class Platform(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+def platforms_ready(running: Mapping[str, tuple[asyncio.Task[Any], Platform]]) -> Check:
+    """A check that fails while a platform adapter (by name: its task and the adapter)
+    has ended or has no live connection to its platform."""
 
     async def check() -> None:
-        ended = [t.get_name() for t in tasks if t.done()]
+        ended = [name for name, (task, _) in running.items() if task.done()]
         if ended:
             raise AdapterStoppedError(f"stopped: {', '.join(ended)}")
+        down = [name for name, (_, adapter) in running.items() if not adapter.connected]
+        if down:
+            raise PlatformDownError(f"not connected: {', '.join(down)}")
 
     return check
 
 
 class AdapterStoppedError(TomoError):
     """A platform adapter of this process has ended (its error is in the log)."""
+
+
+class PlatformDownError(TomoError):
+    """A platform adapter is running but not connected to its platform (it retries)."""

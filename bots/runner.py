@@ -12,7 +12,7 @@ from typing import Any
 
 from bots.app import build_app, build_discord, build_qq, build_telegram, hold_data_dir
 from bots.console import ConsoleChat, stdin_lines
-from bots.health import serving, tasks_running
+from bots.health import Platform, platforms_ready, serving
 from bots.settings import Settings
 from brain.clock import SystemClock
 from brain.errors import ConfigError, TomoError
@@ -86,29 +86,41 @@ async def run_platforms(settings: Settings, *, stop: asyncio.Event | None = None
         for line in app.model_lines():
             log.info("answering with %s", line)
         warm = asyncio.ensure_future(app.warm())
-        adapters: list[asyncio.Task[None]] = []
+        running: dict[str, tuple[asyncio.Task[None], Platform]] = {}
         idle = asyncio.ensure_future(consolidate_when_idle(app.consolidator))
         stopping = asyncio.ensure_future(stop.wait())
-        checks = {"database": app.store.db.ping, "platforms": tasks_running(adapters)}
+        checks = {"database": app.store.db.ping, "platforms": platforms_ready(running)}
         http = settings.http
         try:
             async with serving(
                 http.listen, http.port, checks, draining=stop.is_set, metrics=app.telemetry
             ):
                 if settings.telegram.token is not None:
-                    telegram = build_telegram(app).run()
-                    adapters.append(asyncio.create_task(telegram, name="telegram"))
+                    telegram = build_telegram(app)
+                    running["telegram"] = (
+                        asyncio.create_task(telegram.run(), name="telegram"),
+                        telegram,
+                    )
                 if settings.qq.onebot_url:
-                    adapters.append(asyncio.create_task(build_qq(app).run(), name="qq"))
+                    qq = build_qq(app)
+                    running["qq"] = (asyncio.create_task(qq.run(), name="qq"), qq)
                 if settings.discord.token is not None:
-                    discord = build_discord(app).run()
-                    adapters.append(asyncio.create_task(discord, name="discord"))
+                    discord = build_discord(app)
+                    running["discord"] = (
+                        asyncio.create_task(discord.run(), name="discord"),
+                        discord,
+                    )
+                adapters = [task for task, _ in running.values()]
                 await asyncio.wait([stopping, *adapters], return_when=asyncio.FIRST_COMPLETED)
                 for task in adapters:
                     if task.done():
                         task.result()  # an adapter that gave up: its error (e.g. a bad token)
         finally:
-            background: list[asyncio.Future[Any]] = [*adapters, idle, stopping]
+            background: list[asyncio.Future[Any]] = [
+                *(task for task, _ in running.values()),
+                idle,
+                stopping,
+            ]
             for future in background:
                 future.cancel()
             await asyncio.gather(*background, return_exceptions=True)

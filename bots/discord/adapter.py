@@ -232,6 +232,12 @@ class DiscordAdapter(Answering[Incoming]):
         except (discord.HTTPException, *TRANSIENT) as exc:  # commands are a convenience
             log.warning("could not sync the Discord slash commands: %s", exc)
 
+    @property
+    def connected(self) -> bool:
+        """Whether the gateway connection is up (ready, and its socket open now)."""
+        ws = self.client.ws
+        return self.ready.is_set() and not self.client.is_closed() and ws is not None and ws.open
+
     async def _watch_ready(self) -> None:
         await self.client.wait_until_ready()
         self.ready.set()

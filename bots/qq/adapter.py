@@ -91,6 +91,11 @@ class QQAdapter(Answering[Incoming]):
 
     # lifecycle ------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """Whether the OneBot connection is up now."""
+        return self.client.connected
+
     async def run(self) -> None:
         """Connect and handle messages until cancelled (reconnecting as needed); then
         close. A refused token or a server never reached is a ConfigError."""

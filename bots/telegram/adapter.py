@@ -111,6 +111,13 @@ class TelegramAdapter(Answering[Incoming]):
         self.me: BotIdentity | None = None
         self._offset: int | None = None
         self._polled = False
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last call that receives updates went through (the webhook set, or
+        the last getUpdates answered); False until then and while polls fail."""
+        return self._connected
 
     # lifecycle ------------------------------------------------------------------------
 
@@ -178,6 +185,7 @@ class TelegramAdapter(Answering[Incoming]):
         except InvalidToken:
             raise ConfigError(BAD_TOKEN) from None
         self._polled = True
+        self._connected = True  # the Bot API answered deleteWebhook
         delay = self.retry.first_delay_s
         while True:
             try:
@@ -192,6 +200,7 @@ class TelegramAdapter(Answering[Incoming]):
                 await asyncio.sleep(max(seconds(exc.retry_after), 0.0))
                 continue
             except (NetworkError, Conflict) as exc:  # Conflict: another tomo polls this bot
+                self._connected = False
                 log.warning(
                     "getUpdates failed (%s: %s); again in %.1f s",
                     type(exc).__name__,
@@ -201,6 +210,7 @@ class TelegramAdapter(Answering[Incoming]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry.max_delay_s)
                 continue
+            self._connected = True
             delay = self.retry.first_delay_s
             if updates:
                 await self.handle_batch(updates)
@@ -273,6 +283,7 @@ class TelegramAdapter(Answering[Incoming]):
                 policy=self.retry,
                 what="setWebhook",
             )
+            self._connected = True
             await asyncio.Event().wait()  # until cancelled
         except InvalidToken:
             raise ConfigError(BAD_TOKEN) from None

@@ -91,6 +91,7 @@ async def running(app: App, **kw: Any) -> AsyncIterator[DiscordAdapter]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        assert not adapter.connected  # closed
 
 
 @pytest.fixture
@@ -548,6 +549,7 @@ async def test_a_dropped_gateway_is_resumed_and_nothing_is_lost(
     app: App, fake: FakeDiscord, world: World, bot: DiscordAdapter
 ) -> None:
     await say(fake, fake.message(world.dm, world.alice, "before the drop"))
+    assert bot.connected  # what readiness reports
     session = fake.gateway.session
     assert session is not None
     seq_before = session.seq
@@ -566,6 +568,7 @@ async def test_a_dropped_gateway_is_resumed_and_nothing_is_lost(
     assert "while you were away" in answer.content
     assert missed["id"] in [e["d"].get("id") for e in fake.gateway.replayed]  # replayed on RESUME
     assert len(fake.gateway.identifies) == 1  # resumed, not identified anew
+    assert bot.connected
 
     # A session Discord dropped is not resumed: the bot identifies anew and goes on.
     await fake.gateway.invalidate()

@@ -21,6 +21,7 @@ from storage.migrate import upgrade
 from storage.redis_bus import RedisBus
 from tests.conftest import RedisServer, inbound
 from tests.e2e.test_scale_out import REPO, start_worker, wait_until, worker_env
+from tests.fakes.onebot import FakeOneBot
 from tests.fakes.telegram_api import FakeTelegram
 
 
@@ -203,6 +204,17 @@ async def test_the_gateway_is_ready_with_redis_and_its_platforms(
         )
         body = await fake_token_free(port)
         assert fake.token not in body
+
+        # The Bot API fails for a while: not ready while polls fail, ready once one works.
+        fake.fail_next("getUpdates", times=3, code=502)
+
+        async def down() -> bool:
+            status, body = await get(port, "/readyz")
+            return status == 503 and body["checks"]["platforms"] == "not connected: telegram"
+
+        await wait_until(down, within=10, what="readiness to see Telegram down")
+        assert (await get(port, "/readyz"))[1]["checks"]["redis"] == "ok"
+        await wait_until(ready, within=20, what="readiness to see Telegram back")
     finally:
         stop.set()
         await asyncio.wait_for(gateway, 15)
@@ -218,3 +230,40 @@ async def fake_token_free(port: int) -> str:
             async with http.get(f"http://127.0.0.1:{port}{path}") as r:
                 texts.append(await r.text())
     return "".join(texts)
+
+
+async def test_readiness_follows_the_qq_connection(tmp_path: Path, redis_url: str) -> None:
+    fake = FakeOneBot()
+    await fake.start()
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "gateway",
+        redis_url=redis_url,
+        qq={"onebot_url": fake.url, "access_token": fake.token, "reconnect_delay_s": 0.2},
+        scale={"gateway_id": "gw-qq"},
+        http={"port": port},
+    )
+    stop = asyncio.Event()
+    gateway = asyncio.create_task(run_gateway(settings, stop=stop))
+
+    async def platforms(expected: str) -> bool:
+        assert not gateway.done(), "the gateway stopped"
+        try:
+            found: object = (await get(port, "/readyz"))[1].get("checks", {}).get("platforms")
+            return found == expected
+        except aiohttp.ClientConnectionError:
+            return False
+
+    try:
+        await wait_until(lambda: platforms("ok"), within=20, what="QQ connected")
+        fake.refuse_with = 503  # NapCat restarting: the connection drops, reconnects fail
+        await fake.drop()
+        await wait_until(
+            lambda: platforms("not connected: qq"), within=10, what="readiness to see QQ down"
+        )
+        fake.refuse_with = None
+        await wait_until(lambda: platforms("ok"), within=20, what="QQ back")
+    finally:
+        stop.set()
+        await asyncio.wait_for(gateway, 15)
+        await fake.stop()
