@@ -64,10 +64,17 @@ def _quote(value: str) -> str:
 
 
 async def ensure_index(s: AsyncSession, *, scope: str, dims: int) -> list[str]:
-    """Create the scope's HNSW indexes (cosine) if missing; returns their names."""
+    """Create the scope's HNSW indexes (cosine) if missing; returns the names of those
+    it created. An index already there costs one catalogue lookup (each process asks
+    once per scope), not a rebuild of the table's statistics."""
     names = []
     for table in VECTOR_TABLES:
         name = index_name(table, scope, dims)
+        exists = await s.exec(  # type: ignore[call-overload]
+            text("SELECT 1 FROM pg_indexes WHERE indexname = :name").bindparams(name=name)
+        )
+        if exists.first() is not None:
+            continue
         await s.exec(  # type: ignore[call-overload]
             text(
                 f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw "

@@ -157,6 +157,9 @@ async def test_large_scope_gets_an_index_the_planner_uses(pg_store: SqlMemorySto
             ).all()
         }
         assert names == {pgvector.index_name(t, scope, dims) for t in pgvector.VECTOR_TABLES}
+        # Asked again (another process's first search of the scope): nothing is created
+        # and the tables' statistics are not rebuilt.
+        assert await pgvector.ensure_index(s, scope=scope, dims=dims) == []
         # With the sort made costly, the planner must be able to pick the scope's index:
         # proof that the index predicate matches the search's own statement.
         await s.exec(text("SET LOCAL enable_seqscan = off"))  # type: ignore[call-overload]
