@@ -4,8 +4,10 @@ whose readiness follows its Redis and which drains on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,54 +175,74 @@ async def test_a_worker_is_ready_with_redis_unready_without_and_drains_on_sigter
         redis.stop()
 
 
+@contextlib.asynccontextmanager
+async def gateway_serving(
+    tmp_path: Path, redis_url: str, gateway_id: str, **platforms: Any
+) -> AsyncIterator[tuple[int, Callable[[], Awaitable[tuple[int, dict[str, Any]] | None]]]]:
+    """`tomo gateway` with health on a free port, for the block; yields the port and a
+    function that reads /readyz (None while nothing listens yet)."""
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "gateway",
+        redis_url=redis_url,
+        scale={"gateway_id": gateway_id},
+        http={"port": port},
+        **platforms,
+    )
+    stop = asyncio.Event()
+    gateway = asyncio.create_task(run_gateway(settings, stop=stop))
+
+    async def readiness() -> tuple[int, dict[str, Any]] | None:
+        assert not gateway.done(), "the gateway stopped"
+        try:
+            return await get(port, "/readyz")
+        except aiohttp.ClientConnectionError:
+            return None
+
+    try:
+        yield port, readiness
+    finally:
+        stop.set()
+        await asyncio.wait_for(gateway, 15)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(port, "/healthz")  # closed with the gateway
+
+
 async def test_the_gateway_is_ready_with_redis_and_its_platforms(
     tmp_path: Path, redis_url: str
 ) -> None:
     fake = FakeTelegram()
     await fake.start()
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path / "gateway",
-        redis_url=redis_url,
-        telegram={"token": fake.token, "api_base": fake.base, "poll_timeout": 1},
-        scale={"gateway_id": "gw-ready"},
-        http={"port": port},
-    )
-    stop = asyncio.Event()
-    gateway = asyncio.create_task(run_gateway(settings, stop=stop))
-
-    async def ready() -> bool:
-        assert not gateway.done(), "the gateway stopped"
-        try:
-            return (await get(port, "/readyz"))[0] == 200
-        except aiohttp.ClientConnectionError:
-            return False
-
+    telegram = {"token": fake.token, "api_base": fake.base, "poll_timeout": 1}
     try:
-        await wait_until(ready, within=20, what="the gateway to be ready")
-        assert await get(port, "/readyz") == (
-            200,
-            {"status": "ready", "checks": {"redis": "ok", "platforms": "ok"}},
-        )
-        body = await fake_token_free(port)
-        assert fake.token not in body
+        async with gateway_serving(tmp_path, redis_url, "gw-ready", telegram=telegram) as (
+            port,
+            ready,
+        ):
 
-        # The Bot API fails for a while: not ready while polls fail, ready once one works.
-        fake.fail_next("getUpdates", times=3, code=502)
+            async def up() -> bool:
+                return await ready() == (
+                    200,
+                    {"status": "ready", "checks": {"redis": "ok", "platforms": "ok"}},
+                )
 
-        async def down() -> bool:
-            status, body = await get(port, "/readyz")
-            return status == 503 and body["checks"]["platforms"] == "not connected: telegram"
+            async def down() -> bool:  # Redis fine, Telegram not
+                return await ready() == (
+                    503,
+                    {
+                        "status": "not ready",
+                        "checks": {"redis": "ok", "platforms": "not connected: telegram"},
+                    },
+                )
 
-        await wait_until(down, within=10, what="readiness to see Telegram down")
-        assert (await get(port, "/readyz"))[1]["checks"]["redis"] == "ok"
-        await wait_until(ready, within=20, what="readiness to see Telegram back")
+            await wait_until(up, within=20, what="the gateway to be ready")
+            assert fake.token not in await fake_token_free(port)
+            # The Bot API fails for a while: not ready while polls fail, then ready again.
+            fake.fail_next("getUpdates", times=3, code=502)
+            await wait_until(down, within=10, what="readiness to see Telegram down")
+            await wait_until(up, within=20, what="readiness to see Telegram back")
     finally:
-        stop.set()
-        await asyncio.wait_for(gateway, 15)
         await fake.stop()
-    with pytest.raises(aiohttp.ClientConnectionError):
-        await get(port, "/healthz")  # closed with the gateway
 
 
 async def fake_token_free(port: int) -> str:
@@ -235,35 +257,24 @@ async def fake_token_free(port: int) -> str:
 async def test_readiness_follows_the_qq_connection(tmp_path: Path, redis_url: str) -> None:
     fake = FakeOneBot()
     await fake.start()
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path / "gateway",
-        redis_url=redis_url,
-        qq={"onebot_url": fake.url, "access_token": fake.token, "reconnect_delay_s": 0.2},
-        scale={"gateway_id": "gw-qq"},
-        http={"port": port},
-    )
-    stop = asyncio.Event()
-    gateway = asyncio.create_task(run_gateway(settings, stop=stop))
-
-    async def platforms(expected: str) -> bool:
-        assert not gateway.done(), "the gateway stopped"
-        try:
-            found: object = (await get(port, "/readyz"))[1].get("checks", {}).get("platforms")
-            return found == expected
-        except aiohttp.ClientConnectionError:
-            return False
-
+    qq = {"onebot_url": fake.url, "access_token": fake.token, "reconnect_delay_s": 0.2}
     try:
-        await wait_until(lambda: platforms("ok"), within=20, what="QQ connected")
-        fake.refuse_with = 503  # NapCat restarting: the connection drops, reconnects fail
-        await fake.drop()
-        await wait_until(
-            lambda: platforms("not connected: qq"), within=10, what="readiness to see QQ down"
-        )
-        fake.refuse_with = None
-        await wait_until(lambda: platforms("ok"), within=20, what="QQ back")
+        async with gateway_serving(tmp_path, redis_url, "gw-qq", qq=qq) as (_port, ready):
+
+            def platforms(expected: str) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    answer = await ready()
+                    return answer is not None and answer[1]["checks"]["platforms"] == expected
+
+                return check
+
+            await wait_until(platforms("ok"), within=20, what="QQ connected")
+            fake.refuse_with = 503  # NapCat restarting: the connection drops, reconnects fail
+            await fake.drop()
+            await wait_until(
+                platforms("not connected: qq"), within=10, what="readiness to see QQ down"
+            )
+            fake.refuse_with = None
+            await wait_until(platforms("ok"), within=20, what="QQ back")
     finally:
-        stop.set()
-        await asyncio.wait_for(gateway, 15)
         await fake.stop()
